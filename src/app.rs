@@ -1,0 +1,221 @@
+//! Wiring: start the sink (and the embedded broker when no brokers are
+//! configured), the readiness probe and both listeners; then the shutdown
+//! sequence.
+//!
+//! Shutdown: readiness goes false → stop accepting → finish in-flight
+//! requests → flush the producer → log final counts. The whole drain is
+//! bounded by `BRIDGE_SHUTDOWN_TIMEOUT`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, DEMO_SDK_APP_ID, DEMO_TOKEN};
+use crate::http::{self, Health, State};
+use crate::metrics::{Metrics, Snapshot};
+use crate::sink::{EmbeddedKafka, KafkaSink};
+
+/// How often readiness asks Kafka for the events topic's metadata.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The two bound listeners. Tests bind `127.0.0.1:0` and read the ports.
+pub struct Listeners {
+    /// Callback port.
+    pub callback: TcpListener,
+    /// Admin port.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses from `config`.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let callback = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on BRIDGE_LISTEN={}", config.listen))?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on BRIDGE_ADMIN_LISTEN={}",
+                    config.admin_listen
+                )
+            })?;
+        Ok(Listeners { callback, admin })
+    }
+
+    /// Bound addresses (callback, admin).
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.callback.local_addr()?, self.admin.local_addr()?))
+    }
+}
+
+/// Runs the bridge until `shutdown` resolves, then drains and returns the
+/// final counts.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<Snapshot> {
+    let metrics = Arc::new(Metrics::new());
+
+    let embedded = match &config.kafka.brokers {
+        Some(_) => None,
+        None => {
+            let e = EmbeddedKafka::start(&[&config.kafka.topic, &config.kafka.dlq_topic])?;
+            warn!(
+                "No Kafka brokers configured (BRIDGE_KAFKA_BROKERS): using an embedded in-memory broker. Events are NOT persisted."
+            );
+            info!(
+                topics = format!("{},{}", config.kafka.topic, config.kafka.dlq_topic),
+                "Embedded Kafka broker started: bootstrap.servers={}",
+                e.bootstrap_servers()
+            );
+            Some(e)
+        }
+    };
+    let bootstrap = match (&config.kafka.brokers, &embedded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(e)) => e.bootstrap_servers().to_owned(),
+        (None, None) => unreachable!("embedded broker started above when no brokers are set"),
+    };
+    if config.is_demo() {
+        warn!(
+            sdk_app_id = DEMO_SDK_APP_ID,
+            token = DEMO_TOKEN,
+            "No app configured: accepting the demo app. Set BRIDGE_SDKAPPID and BRIDGE_CALLBACK_TOKEN for real use."
+        );
+    }
+    for app in config.apps.values() {
+        if app.token.is_none() {
+            warn!(
+                sdk_app_id = app.sdk_app_id,
+                "App has no callback token: its callbacks are accepted without a signature."
+            );
+        }
+    }
+
+    let sink = KafkaSink::new(
+        &config.kafka,
+        &bootstrap,
+        config.max_body_bytes,
+        metrics.clone(),
+    )?;
+    let shutdown_timeout = config.shutdown_timeout;
+    let (callback_addr, admin_addr) = listeners.local_addrs()?;
+    info!(
+        callback = %format!("http://{callback_addr}{}", config.callback_path),
+        admin = %format!("http://{admin_addr}"),
+        topic = %config.kafka.topic,
+        dlq_topic = %config.kafka.dlq_topic,
+        apps = config.apps.len(),
+        "chat-kafka-bridge {} listening.",
+        env!("CARGO_PKG_VERSION")
+    );
+    let state = Arc::new(State {
+        config,
+        metrics: metrics.clone(),
+        sink,
+        health: Health::default(),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let probe = tokio::spawn(probe_kafka(state.clone(), stopped(stop_rx.clone())));
+    let admin = tokio::spawn(http::serve_admin(
+        listeners.admin,
+        state.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let began = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let began_in_signal = began.clone();
+    let state_in_signal = state.clone();
+    let on_shutdown = async move {
+        shutdown.await;
+        *began_in_signal.lock().expect("not poisoned") = Some(Instant::now());
+        state_in_signal.health.set_shutting_down();
+        state_in_signal.metrics.set_ready(false);
+        info!(timeout = ?shutdown_timeout, "Shutdown requested: readiness is now false; draining.");
+    };
+    http::serve_callbacks(
+        listeners.callback,
+        state.clone(),
+        on_shutdown,
+        shutdown_timeout,
+    )
+    .await;
+
+    let began = began
+        .lock()
+        .expect("not poisoned")
+        .unwrap_or_else(Instant::now);
+    let left = shutdown_timeout.saturating_sub(began.elapsed());
+    let flush_state = state.clone();
+    let flushed = tokio::task::spawn_blocking(move || flush_state.sink.flush(left)).await;
+    match flushed {
+        Ok(Ok(())) => info!("Kafka producer flushed."),
+        Ok(Err(e)) => error!(
+            error = %e,
+            unconfirmed = state.sink.in_flight(),
+            "Kafka producer did not flush within the shutdown timeout; unconfirmed events may be lost."
+        ),
+        Err(e) => error!(error = %e, "Flush task failed."),
+    }
+
+    let _ = stop_tx.send(true);
+    let _ = probe.await;
+    let _ = admin.await;
+    let totals = metrics.snapshot();
+    info!(
+        accepted = totals.accepted,
+        rejected = totals.rejected,
+        dead_lettered = totals.dead_lettered,
+        enqueued = totals.enqueued,
+        delivered = totals.delivered,
+        failed = totals.failed,
+        unconfirmed = totals.unconfirmed,
+        "Stopped. Final counts."
+    );
+    drop(state);
+    drop(embedded);
+    Ok(totals)
+}
+
+/// Keeps `Health`'s Kafka flag current by asking for the events topic's metadata.
+async fn probe_kafka(state: Arc<State>, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    let mut last_error = None::<String>;
+    loop {
+        let s = state.clone();
+        let result = tokio::task::spawn_blocking(move || s.sink.probe(PROBE_INTERVAL))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let ok = result.is_ok();
+        let was = state.health.set_kafka(ok);
+        match result {
+            Ok(()) if !was => info!("Kafka metadata for the events topic is available: ready."),
+            Ok(()) => {}
+            Err(e) => {
+                if was || last_error.as_deref() != Some(e.as_str()) {
+                    warn!(error = %e, "No Kafka metadata for the events topic: not ready.");
+                }
+                last_error = Some(e);
+            }
+        }
+        state
+            .metrics
+            .set_ready(state.health.not_ready_reason().is_none());
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The callback's query string: `SdkAppid`, `CallbackCommand`, `contenttype`,
+//! `ClientIP`, `OptPlatform`, and `Sign`/`RequestTime` when a token is set.
+
+use std::fmt;
+
+/// The parameters the bridge uses, decoded. Names are matched
+/// case-insensitively (`SdkAppid`, `SdkAppId` and `sdkappid` are one name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallbackQuery {
+    /// `SdkAppid`: the app the callback claims to come from.
+    pub sdk_app_id: u64,
+    /// `CallbackCommand`.
+    pub command: String,
+    /// `Sign`, when present.
+    pub sign: Option<String>,
+    /// `RequestTime`, when present (Unix seconds, as sent).
+    pub request_time: Option<String>,
+    /// `ClientIP`, when present and non-empty.
+    pub client_ip: Option<String>,
+    /// `OptPlatform`, when present and non-empty.
+    pub platform: Option<String>,
+}
+
+/// Why a query string is not a callback's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    /// No `SdkAppid` parameter.
+    MissingAppId,
+    /// `SdkAppid` is not a decimal number.
+    InvalidAppId(String),
+    /// No `CallbackCommand` parameter, or an empty one.
+    MissingCommand,
+    /// A parameter that decides identity or authenticity appears twice.
+    Repeated(&'static str),
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryError::MissingAppId => f.write_str("query parameter SdkAppid is missing"),
+            QueryError::InvalidAppId(v) => {
+                write!(f, "query parameter SdkAppid is not a number: {v:?}")
+            }
+            QueryError::MissingCommand => {
+                f.write_str("query parameter CallbackCommand is missing or empty")
+            }
+            QueryError::Repeated(name) => {
+                write!(f, "query parameter {name} appears more than once")
+            }
+        }
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+impl CallbackQuery {
+    /// Parses a raw (still percent-encoded) query string.
+    pub fn parse(query: &str) -> Result<CallbackQuery, QueryError> {
+        let mut app_id = None;
+        let mut command = None;
+        let mut sign = None;
+        let mut request_time = None;
+        let mut client_ip = None;
+        let mut platform = None;
+
+        fn set_once(
+            slot: &mut Option<String>,
+            name: &'static str,
+            value: std::borrow::Cow<'_, str>,
+        ) -> Result<(), QueryError> {
+            if slot.is_some() {
+                return Err(QueryError::Repeated(name));
+            }
+            *slot = Some(value.into_owned());
+            Ok(())
+        }
+
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if key.eq_ignore_ascii_case("SdkAppid") {
+                set_once(&mut app_id, "SdkAppid", value)?;
+            } else if key.eq_ignore_ascii_case("CallbackCommand") {
+                set_once(&mut command, "CallbackCommand", value)?;
+            } else if key.eq_ignore_ascii_case("Sign") {
+                set_once(&mut sign, "Sign", value)?;
+            } else if key.eq_ignore_ascii_case("RequestTime") {
+                set_once(&mut request_time, "RequestTime", value)?;
+            } else if key.eq_ignore_ascii_case("ClientIP") {
+                client_ip.get_or_insert(value.into_owned());
+            } else if key.eq_ignore_ascii_case("OptPlatform") {
+                platform.get_or_insert(value.into_owned());
+            }
+        }
+
+        let app_id = app_id.ok_or(QueryError::MissingAppId)?;
+        let sdk_app_id = app_id
+            .parse::<u64>()
+            .map_err(|_| QueryError::InvalidAppId(app_id.clone()))?;
+        let command = command
+            .filter(|c| !c.is_empty())
+            .ok_or(QueryError::MissingCommand)?;
+        Ok(CallbackQuery {
+            sdk_app_id,
+            command,
+            sign,
+            request_time,
+            client_ip: client_ip.filter(|v| !v.is_empty()),
+            platform: platform.filter(|v| !v.is_empty()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_query() {
+        let q = CallbackQuery::parse(
+            "SdkAppid=1400000001&CallbackCommand=OfficialAccount.CallbackAfterOfficialAccountInfoChanged\
+             &contenttype=json&ClientIP=203.0.113.7&OptPlatform=RESTAPI&Sign=abc&RequestTime=1732770000",
+        )
+        .expect("valid query");
+        assert_eq!(
+            q,
+            CallbackQuery {
+                sdk_app_id: 1400000001,
+                command: "OfficialAccount.CallbackAfterOfficialAccountInfoChanged".into(),
+                sign: Some("abc".into()),
+                request_time: Some("1732770000".into()),
+                client_ip: Some("203.0.113.7".into()),
+                platform: Some("RESTAPI".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_values_decoded() {
+        let q = CallbackQuery::parse(
+            "sdkappid=7&callbackcommand=State.StateChange&clientip=&optplatform=IOS&x=%20",
+        )
+        .expect("valid query");
+        assert_eq!(q.sdk_app_id, 7);
+        assert_eq!(q.command, "State.StateChange");
+        assert_eq!(q.client_ip, None, "empty ClientIP counts as absent");
+        assert_eq!(q.platform.as_deref(), Some("IOS"));
+        let q = CallbackQuery::parse("SdkAppId=7&CallbackCommand=A%2EB").expect("valid query");
+        assert_eq!(q.command, "A.B");
+    }
+
+    #[test]
+    fn rejects_missing_bad_and_repeated_parameters() {
+        assert_eq!(
+            CallbackQuery::parse("CallbackCommand=A.B"),
+            Err(QueryError::MissingAppId)
+        );
+        assert_eq!(
+            CallbackQuery::parse("SdkAppid=14x&CallbackCommand=A.B"),
+            Err(QueryError::InvalidAppId("14x".into()))
+        );
+        assert_eq!(
+            CallbackQuery::parse("SdkAppid=1&CallbackCommand="),
+            Err(QueryError::MissingCommand)
+        );
+        assert_eq!(
+            CallbackQuery::parse("SdkAppid=1&sdkappid=2&CallbackCommand=A.B"),
+            Err(QueryError::Repeated("SdkAppid"))
+        );
+        assert_eq!(
+            CallbackQuery::parse("SdkAppid=1&CallbackCommand=A.B&Sign=a&SIGN=b"),
+            Err(QueryError::Repeated("Sign"))
+        );
+        assert_eq!(CallbackQuery::parse(""), Err(QueryError::MissingAppId));
+    }
+}

@@ -1,0 +1,822 @@
+//! Configuration: plain data, its sources (flags, environment, a TOML file)
+//! and validation.
+//!
+//! Precedence, highest first: command-line flag, environment variable, config
+//! file, built-in default. Every setting is documented in `--help` and in
+//! `docs/configuration.md`. A bad setting is a [`ConfigError`] that names it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Environment prefix that passes any librdkafka property:
+/// `BRIDGE_KAFKA_PROP_SASL_MECHANISMS=PLAIN` sets `sasl.mechanisms`.
+pub const KAFKA_PROP_ENV_PREFIX: &str = "BRIDGE_KAFKA_PROP_";
+
+/// SdkAppid and token the zero-config demo accepts (embedded Kafka only).
+pub const DEMO_SDK_APP_ID: u64 = 1_400_000_001;
+/// See [`DEMO_SDK_APP_ID`].
+pub const DEMO_TOKEN: &str = "demo-token";
+
+/// The bridge's configuration, validated.
+#[derive(Clone)]
+pub struct Config {
+    /// Callback listener.
+    pub listen: SocketAddr,
+    /// Admin listener (metrics, health, readiness).
+    pub admin_listen: SocketAddr,
+    /// Path Tencent posts callbacks to.
+    pub callback_path: String,
+    /// Largest accepted callback body.
+    pub max_body_bytes: usize,
+    /// How far `RequestTime` may be from the bridge's clock.
+    pub signature_max_skew: Duration,
+    /// Apps by SdkAppid.
+    pub apps: HashMap<u64, App>,
+    /// Kafka settings.
+    pub kafka: KafkaConfig,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Upper bound on the shutdown drain (in-flight requests, then producer flush).
+    pub shutdown_timeout: Duration,
+    /// Most connections open at once on the callback port.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+/// One Tencent Cloud Chat app.
+#[derive(Clone)]
+pub struct App {
+    /// SdkAppid.
+    pub sdk_app_id: u64,
+    /// Callback token; `None` means the app has no webhook authentication.
+    pub token: Option<Secret>,
+}
+
+/// A secret string that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut apps: Vec<_> = self.apps.keys().collect();
+        apps.sort();
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("callback_path", &self.callback_path)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("signature_max_skew", &self.signature_max_skew)
+            .field("apps", &apps)
+            .field("kafka", &self.kafka)
+            .field("log_format", &self.log_format)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .finish()
+    }
+}
+
+/// Kafka settings.
+#[derive(Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`; `None` starts the embedded in-memory broker.
+    pub brokers: Option<String>,
+    /// Topic for normalized events.
+    pub topic: String,
+    /// Topic for raw callbacks that could not be normalized.
+    pub dlq_topic: String,
+    /// librdkafka properties, applied after the bridge's defaults.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Property names whose values are secrets.
+    fn is_secret(key: &str) -> bool {
+        key.contains("password") || key.contains("secret") || key.ends_with(".key.pem")
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let props: BTreeMap<_, _> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if Self::is_secret(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("dlq_topic", &self.dlq_topic)
+            .field("properties", &props)
+            .finish()
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A setting that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting, spelled as the user would set it (`BRIDGE_LISTEN`, `apps[0].token_file`).
+    pub setting: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid setting {}: {}", self.setting, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.into(),
+        problem: problem.into(),
+    }
+}
+
+const AFTER_HELP: &str = "\
+Every setting can also come from the environment (shown in brackets) or from the
+TOML file given with --config. Precedence: flag, environment, file, default.
+
+Any librdkafka property (SASL, TLS, tuning) can be passed as
+  BRIDGE_KAFKA_PROP_<NAME>=value   e.g. BRIDGE_KAFKA_PROP_SASL_MECHANISMS=PLAIN
+                                   (NAME upper-cased, dots as underscores)
+  --kafka-property name=value      (repeatable)
+  [kafka.properties] in the file
+Several apps, each with its own token, go in the file:
+  [[apps]]
+  sdk_app_id = 1400000001
+  token_file = \"/run/secrets/tencent-token\"
+
+With no brokers configured, the bridge starts an in-memory Kafka-compatible
+broker and, if no app is configured either, accepts the demo app
+1400000001 with token \"demo-token\". Events then live only in memory.
+
+Logs: RUST_LOG sets the filter (default \"info\").
+Reference: docs/configuration.md, docs/metrics.md, docs/errors.md, docs/events.md.";
+
+/// Command line and environment. Every field is optional so that the file
+/// and the defaults can fill what is not given.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "chat-kafka-bridge",
+    version,
+    about = "Receives Tencent Cloud Chat webhooks and publishes them to Kafka as normalized, versioned events.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// TOML config file (see docs/configuration.md for its keys).
+    #[arg(long, env = "BRIDGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address for Tencent's callbacks [default: 0.0.0.0:8080].
+    #[arg(long, env = "BRIDGE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Address for /metrics, /healthz and /readyz [default: 0.0.0.0:9090].
+    #[arg(long, env = "BRIDGE_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+
+    /// Path of the webhook URL configured in Tencent's console [default: /callback].
+    #[arg(long, env = "BRIDGE_CALLBACK_PATH", value_name = "PATH")]
+    pub callback_path: Option<String>,
+
+    /// Largest callback body accepted, in bytes; larger ones get 413 [default: 1048576].
+    #[arg(long, env = "BRIDGE_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<String>,
+
+    /// How far RequestTime may be from the bridge's clock, e.g. 60s [default: 60s].
+    #[arg(long, env = "BRIDGE_SIGNATURE_MAX_SKEW", value_name = "DURATION")]
+    pub signature_max_skew: Option<String>,
+
+    /// SdkAppid of the single app to accept (more apps: use the config file).
+    #[arg(long, env = "BRIDGE_SDKAPPID", value_name = "ID")]
+    pub sdk_app_id: Option<String>,
+
+    /// Callback token of that app. Prefer the environment or a file: command
+    /// lines are visible to other users of the machine.
+    #[arg(
+        long,
+        env = "BRIDGE_CALLBACK_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub callback_token: Option<String>,
+
+    /// File holding that app's callback token (trailing newline ignored).
+    #[arg(long, env = "BRIDGE_CALLBACK_TOKEN_FILE", value_name = "FILE")]
+    pub callback_token_file: Option<PathBuf>,
+
+    /// Kafka bootstrap servers, comma-separated. Unset: embedded in-memory broker.
+    #[arg(long, env = "BRIDGE_KAFKA_BROKERS", value_name = "HOST:PORT,...")]
+    pub kafka_brokers: Option<String>,
+
+    /// Topic for normalized events [default: official-account-events].
+    #[arg(long, env = "BRIDGE_KAFKA_TOPIC", value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+
+    /// Topic for authentic callbacks that could not be normalized, published raw
+    /// [default: official-account-events-dlq].
+    #[arg(long, env = "BRIDGE_KAFKA_DLQ_TOPIC", value_name = "TOPIC")]
+    pub kafka_dlq_topic: Option<String>,
+
+    /// A librdkafka property, name=value (repeatable); overrides the bridge's defaults.
+    #[arg(long = "kafka-property", value_name = "NAME=VALUE")]
+    pub kafka_properties: Vec<String>,
+
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "BRIDGE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Upper bound on the drain after SIGTERM: in-flight requests, then the
+    /// producer flush [default: 20s]. Keep it below the pod's termination grace period.
+    #[arg(long, env = "BRIDGE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
+
+    /// Most connections open at once on the callback port; more are closed at once
+    /// [default: 4096].
+    #[arg(long, env = "BRIDGE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<String>,
+
+    /// Time a client has to send a request's headers [default: 10s].
+    #[arg(long, env = "BRIDGE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+}
+
+/// The config file's shape. Unknown keys are errors (a typo must not be ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    callback_path: Option<String>,
+    max_body_bytes: Option<usize>,
+    signature_max_skew: Option<String>,
+    log_format: Option<LogFormat>,
+    shutdown_timeout: Option<String>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    #[serde(default)]
+    apps: Vec<FileApp>,
+    #[serde(default)]
+    kafka: FileKafka,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApp {
+    sdk_app_id: u64,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKafka {
+    brokers: Option<String>,
+    topic: Option<String>,
+    dlq_topic: Option<String>,
+    #[serde(default)]
+    properties: BTreeMap<String, toml::Value>,
+}
+
+impl Config {
+    /// Builds the configuration from parsed flags/environment, the process
+    /// environment's `BRIDGE_KAFKA_PROP_*` variables, and the file `cli.config` names.
+    pub fn load(
+        cli: Cli,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+
+        let listen = addr(
+            "BRIDGE_LISTEN",
+            cli.listen
+                .or(file.listen)
+                .as_deref()
+                .unwrap_or("0.0.0.0:8080"),
+        )?;
+        let admin_listen = addr(
+            "BRIDGE_ADMIN_LISTEN",
+            cli.admin_listen
+                .or(file.admin_listen)
+                .as_deref()
+                .unwrap_or("0.0.0.0:9090"),
+        )?;
+        let callback_path = cli
+            .callback_path
+            .or(file.callback_path)
+            .unwrap_or_else(|| "/callback".into());
+        if !callback_path.starts_with('/') || callback_path.contains(['?', '#']) {
+            return Err(bad(
+                "BRIDGE_CALLBACK_PATH",
+                format!("{callback_path:?} must start with / and hold no ? or #"),
+            ));
+        }
+        let max_body_bytes = match cli.max_body_bytes {
+            Some(s) => number("BRIDGE_MAX_BODY_BYTES", &s)?,
+            None => file.max_body_bytes.unwrap_or(1024 * 1024),
+        };
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(bad(
+                "BRIDGE_MAX_BODY_BYTES",
+                format!("{max_body_bytes} must be between 1024 and 67108864"),
+            ));
+        }
+        let signature_max_skew = duration(
+            "BRIDGE_SIGNATURE_MAX_SKEW",
+            cli.signature_max_skew.or(file.signature_max_skew),
+            Duration::from_secs(60),
+        )?;
+        let shutdown_timeout = duration(
+            "BRIDGE_SHUTDOWN_TIMEOUT",
+            cli.shutdown_timeout.or(file.shutdown_timeout),
+            Duration::from_secs(20),
+        )?;
+        let header_read_timeout = duration(
+            "BRIDGE_HEADER_READ_TIMEOUT",
+            cli.header_read_timeout.or(file.header_read_timeout),
+            Duration::from_secs(10),
+        )?;
+        if header_read_timeout.is_zero() {
+            return Err(bad("BRIDGE_HEADER_READ_TIMEOUT", "must be more than 0s"));
+        }
+        let max_connections = match cli.max_connections {
+            Some(s) => number("BRIDGE_MAX_CONNECTIONS", &s)?,
+            None => file.max_connections.unwrap_or(4096),
+        };
+        if max_connections == 0 {
+            return Err(bad("BRIDGE_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        let log_format = match cli.log_format {
+            Some(s) => match s.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(bad(
+                        "BRIDGE_LOG_FORMAT",
+                        format!("{other:?} is not one of: text, json"),
+                    ));
+                }
+            },
+            None => file.log_format.unwrap_or(LogFormat::Text),
+        };
+
+        // Kafka.
+        let brokers = cli
+            .kafka_brokers
+            .or(file.kafka.brokers)
+            .map(|b| b.trim().to_owned())
+            .filter(|b| !b.is_empty());
+        let topic = topic_name(
+            "BRIDGE_KAFKA_TOPIC",
+            cli.kafka_topic
+                .or(file.kafka.topic)
+                .unwrap_or_else(|| "official-account-events".into()),
+        )?;
+        let dlq_topic = topic_name(
+            "BRIDGE_KAFKA_DLQ_TOPIC",
+            cli.kafka_dlq_topic
+                .or(file.kafka.dlq_topic)
+                .unwrap_or_else(|| format!("{topic}-dlq")),
+        )?;
+        if dlq_topic == topic {
+            return Err(bad(
+                "BRIDGE_KAFKA_DLQ_TOPIC",
+                format!("{dlq_topic:?} must differ from BRIDGE_KAFKA_TOPIC"),
+            ));
+        }
+        let mut properties = BTreeMap::new();
+        for (k, v) in file.kafka.properties {
+            let v = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => {
+                    return Err(bad(
+                        format!("kafka.properties.{k}"),
+                        format!("{other} is not a string, number or boolean"),
+                    ));
+                }
+            };
+            properties.insert(k, v);
+        }
+        for (k, v) in env {
+            if let Some(name) = k.strip_prefix(KAFKA_PROP_ENV_PREFIX) {
+                if name.is_empty() {
+                    return Err(bad(k, "names no librdkafka property"));
+                }
+                properties.insert(name.to_ascii_lowercase().replace('_', "."), v);
+            }
+        }
+        for p in cli.kafka_properties {
+            let Some((k, v)) = p.split_once('=') else {
+                return Err(bad("--kafka-property", format!("{p:?} is not NAME=VALUE")));
+            };
+            properties.insert(k.trim().to_owned(), v.to_owned());
+        }
+        if properties.contains_key("bootstrap.servers") {
+            return Err(bad(
+                "kafka property bootstrap.servers",
+                "set the brokers with BRIDGE_KAFKA_BROKERS instead",
+            ));
+        }
+
+        // Apps.
+        let mut apps = HashMap::new();
+        for (i, a) in file.apps.into_iter().enumerate() {
+            let setting = format!("apps[{i}]");
+            let token = token(&setting, a.token, a.token_file.as_deref())?;
+            if apps
+                .insert(
+                    a.sdk_app_id,
+                    App {
+                        sdk_app_id: a.sdk_app_id,
+                        token,
+                    },
+                )
+                .is_some()
+            {
+                return Err(bad(
+                    format!("{setting}.sdk_app_id"),
+                    format!("{} is configured twice", a.sdk_app_id),
+                ));
+            }
+        }
+        match cli.sdk_app_id {
+            Some(id) => {
+                let sdk_app_id: u64 = number("BRIDGE_SDKAPPID", &id)?;
+                let token = token(
+                    "BRIDGE_CALLBACK_TOKEN",
+                    cli.callback_token,
+                    cli.callback_token_file.as_deref(),
+                )?;
+                if apps.insert(sdk_app_id, App { sdk_app_id, token }).is_some() {
+                    return Err(bad(
+                        "BRIDGE_SDKAPPID",
+                        format!("{sdk_app_id} is also in the config file's [[apps]]"),
+                    ));
+                }
+            }
+            None if cli.callback_token.is_some() || cli.callback_token_file.is_some() => {
+                return Err(bad(
+                    "BRIDGE_CALLBACK_TOKEN",
+                    "is set but BRIDGE_SDKAPPID is not: say which app the token is for",
+                ));
+            }
+            None => {}
+        }
+        if apps.is_empty() {
+            if brokers.is_some() {
+                return Err(bad(
+                    "BRIDGE_SDKAPPID",
+                    "no app is configured: set BRIDGE_SDKAPPID (and BRIDGE_CALLBACK_TOKEN) or [[apps]] in the config file",
+                ));
+            }
+            apps.insert(
+                DEMO_SDK_APP_ID,
+                App {
+                    sdk_app_id: DEMO_SDK_APP_ID,
+                    token: Some(Secret::new(DEMO_TOKEN)),
+                },
+            );
+        }
+
+        Ok(Config {
+            listen,
+            admin_listen,
+            callback_path,
+            max_body_bytes,
+            signature_max_skew,
+            apps,
+            kafka: KafkaConfig {
+                brokers,
+                topic,
+                dlq_topic,
+                properties,
+            },
+            log_format,
+            shutdown_timeout,
+            max_connections,
+            header_read_timeout,
+        })
+    }
+
+    /// `true` when the only app is the built-in demo app.
+    pub fn is_demo(&self) -> bool {
+        self.kafka.brokers.is_none()
+            && self.apps.len() == 1
+            && self
+                .apps
+                .get(&DEMO_SDK_APP_ID)
+                .and_then(|a| a.token.as_ref())
+                .is_some_and(|t| t.expose() == DEMO_TOKEN)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(
+            "BRIDGE_CONFIG",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        bad(
+            "BRIDGE_CONFIG",
+            format!("{}: {}", path.display(), e.to_string().replace('\n', " ")),
+        )
+    })
+}
+
+fn addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| bad(setting, format!("{value:?} is not an IP:port address")))
+}
+
+fn number<T: std::str::FromStr>(setting: &str, value: &str) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        bad(
+            setting,
+            format!("{value:?} is not a non-negative whole number"),
+        )
+    })
+}
+
+fn duration(
+    setting: &str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
+            bad(
+                setting,
+                format!("{v:?} is not a duration like 60s or 1m30s ({e})"),
+            )
+        }),
+    }
+}
+
+fn topic_name(setting: &str, name: String) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(bad(
+            setting,
+            format!("{name:?} is not a Kafka topic name (letters, digits, . _ -, at most 249)"),
+        ))
+    }
+}
+
+fn token(
+    setting: &str,
+    inline: Option<String>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, ConfigError> {
+    let token = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(bad(setting, "set either a token or a token file, not both"));
+        }
+        (Some(t), None) => t,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                bad(
+                    format!("{setting} file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        return Err(bad(setting, "the token is empty"));
+    }
+    Ok(Some(Secret::new(token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["chat-kafka-bridge"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("valid flags")
+    }
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        Config::load(cli(args), Vec::new())
+    }
+
+    #[test]
+    fn defaults_start_the_demo() {
+        let c = load(&[]).expect("defaults are valid");
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(c.admin_listen, "0.0.0.0:9090".parse().expect("addr"));
+        assert_eq!(c.callback_path, "/callback");
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.signature_max_skew, Duration::from_secs(60));
+        assert_eq!(c.kafka.topic, "official-account-events");
+        assert_eq!(c.kafka.dlq_topic, "official-account-events-dlq");
+        assert!(c.kafka.brokers.is_none());
+        assert!(c.is_demo());
+    }
+
+    #[test]
+    fn real_brokers_need_an_app() {
+        let e = load(&["--kafka-brokers", "k:9092"]).expect_err("no app");
+        assert_eq!(e.setting, "BRIDGE_SDKAPPID");
+        let c = load(&[
+            "--kafka-brokers",
+            "k:9092",
+            "--sdk-app-id",
+            "7",
+            "--callback-token",
+            "t",
+        ])
+        .expect("valid");
+        assert_eq!(c.apps[&7].token.as_ref().map(Secret::expose), Some("t"));
+        assert!(!c.is_demo());
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        for (args, setting) in [
+            (&["--listen", "nope"][..], "BRIDGE_LISTEN"),
+            (&["--max-body-bytes", "12x"], "BRIDGE_MAX_BODY_BYTES"),
+            (&["--max-body-bytes", "10"], "BRIDGE_MAX_BODY_BYTES"),
+            (
+                &["--signature-max-skew", "soon"],
+                "BRIDGE_SIGNATURE_MAX_SKEW",
+            ),
+            (&["--callback-path", "callback"], "BRIDGE_CALLBACK_PATH"),
+            (&["--kafka-topic", "a b"], "BRIDGE_KAFKA_TOPIC"),
+            (
+                &["--kafka-dlq-topic", "official-account-events"],
+                "BRIDGE_KAFKA_DLQ_TOPIC",
+            ),
+            (&["--log-format", "xml"], "BRIDGE_LOG_FORMAT"),
+            (&["--sdk-app-id", "abc"], "BRIDGE_SDKAPPID"),
+            (&["--callback-token", "t"], "BRIDGE_CALLBACK_TOKEN"),
+            (
+                &["--sdk-app-id", "1", "--callback-token", ""],
+                "BRIDGE_CALLBACK_TOKEN",
+            ),
+            (&["--kafka-property", "acks"], "--kafka-property"),
+            (&["--max-connections", "0"], "BRIDGE_MAX_CONNECTIONS"),
+        ] {
+            let e = load(args).expect_err("invalid");
+            assert_eq!(e.setting, setting, "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_that_order() {
+        let dir = std::env::temp_dir().join(format!("ckb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, "file-token\n").expect("write");
+        let file = dir.join("bridge.toml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"
+listen = "127.0.0.1:1"
+callback_path = "/tencent"
+signature_max_skew = "30s"
+[[apps]]
+sdk_app_id = 1
+token_file = "{}"
+[[apps]]
+sdk_app_id = 2
+[kafka]
+brokers = "file:9092"
+topic = "t1"
+[kafka.properties]
+"linger.ms" = 20
+"security.protocol" = "SASL_SSL"
+"#,
+                token_file.display()
+            ),
+        )
+        .expect("write");
+        let c = Config::load(
+            cli(&[
+                "--config",
+                file.to_str().expect("utf-8"),
+                "--listen",
+                "127.0.0.1:2",
+                "--kafka-property",
+                "linger.ms=5",
+            ]),
+            vec![
+                ("BRIDGE_KAFKA_PROP_SASL_MECHANISMS".into(), "PLAIN".into()),
+                ("UNRELATED".into(), "x".into()),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            c.listen,
+            "127.0.0.1:2".parse().expect("addr"),
+            "flag beats file"
+        );
+        assert_eq!(c.callback_path, "/tencent");
+        assert_eq!(c.signature_max_skew, Duration::from_secs(30));
+        assert_eq!(
+            c.apps[&1].token.as_ref().map(Secret::expose),
+            Some("file-token")
+        );
+        assert!(c.apps[&2].token.is_none());
+        assert_eq!(c.kafka.brokers.as_deref(), Some("file:9092"));
+        assert_eq!(c.kafka.topic, "t1");
+        assert_eq!(c.kafka.dlq_topic, "t1-dlq");
+        assert_eq!(c.kafka.properties["linger.ms"], "5", "flag beats file");
+        assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(c.kafka.properties["sasl.mechanisms"], "PLAIN");
+        assert_eq!(c.kafka.properties.len(), 3);
+
+        std::fs::write(&file, "lisen = \"x\"\n").expect("write");
+        let e = Config::load(
+            cli(&["--config", file.to_str().expect("utf-8")]),
+            Vec::new(),
+        )
+        .expect_err("typo");
+        assert_eq!(e.setting, "BRIDGE_CONFIG");
+        assert!(e.problem.contains("lisen"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = load(&[
+            "--sdk-app-id",
+            "7",
+            "--callback-token",
+            "supersecret",
+            "--kafka-property",
+            "sasl.password=hunter2",
+        ])
+        .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

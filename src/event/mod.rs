@@ -1,0 +1,252 @@
+//! Our versioned event schema: what other services read from Kafka.
+//!
+//! These types are our contract, not Tencent's: field names are ours, units
+//! are explicit (`_ms`), and the conversion from the wire types in
+//! [`crate::callback`] is written by hand in [`normalize`]. Documented in
+//! `docs/events.md`; compatibility rules are there too.
+
+mod normalize;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use normalize::{Received, event_id, normalize};
+
+/// The `version` of every event this bridge writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One normalized change event, serialized as the Kafka record's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub version: u32,
+    /// Derived from the callback's content: the same callback delivered twice
+    /// gets the same id, different callbacks get different ids.
+    pub id: String,
+    /// The normalized type and its type-specific `data`.
+    #[serde(flatten)]
+    pub payload: Payload,
+    /// The original `CallbackCommand`.
+    pub command: String,
+    /// `true` for Tencent's "Before" callbacks (the bridge answered "allow").
+    pub before: bool,
+    /// The app (`SdkAppid`) the callback came from.
+    pub sdk_app_id: u64,
+    /// `Official_Account`; `null` only for `official_account.before_create`.
+    pub official_account: Option<String>,
+    /// `Operator_Account`, when Tencent sent one.
+    pub operator_account: Option<String>,
+    /// When the change happened, Unix milliseconds.
+    pub event_time_ms: u64,
+    /// Where `event_time_ms` came from.
+    pub event_time_source: TimeSource,
+    /// When the bridge received the callback, Unix milliseconds.
+    pub received_at_ms: u64,
+    /// `ClientIP` from the query, when present.
+    pub client_ip: Option<String>,
+    /// `OptPlatform` from the query, when present.
+    pub platform: Option<String>,
+    /// Every body field not mapped above, unchanged.
+    pub extra: Map<String, Value>,
+}
+
+/// Where an event's time came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeSource {
+    /// The callback's `EventTime`.
+    Callback,
+    /// The callback had no `EventTime`; the bridge's receive time is used.
+    Received,
+}
+
+/// The event's `type` and its `data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Payload {
+    /// Someone asked to create an account (not created yet).
+    #[serde(rename = "official_account.before_create")]
+    BeforeCreate(Lifecycle),
+    /// An account was created.
+    #[serde(rename = "official_account.created")]
+    Created(Lifecycle),
+    /// An account's profile changed.
+    #[serde(rename = "official_account.info_changed")]
+    InfoChanged(InfoChanged),
+    /// An account was destroyed.
+    #[serde(rename = "official_account.destroyed")]
+    Destroyed(Lifecycle),
+    /// Users asked to subscribe.
+    #[serde(rename = "official_account.before_subscribe")]
+    BeforeSubscribe(SubscriberList),
+    /// Users subscribed.
+    #[serde(rename = "official_account.subscribed")]
+    Subscribed(SubscriberList),
+    /// The account reached its subscriber limit.
+    #[serde(rename = "official_account.full")]
+    Full(Empty),
+    /// Users unsubscribed or were removed.
+    #[serde(rename = "official_account.unsubscribed")]
+    Unsubscribed(SubscriberList),
+    /// The account is about to send a message.
+    #[serde(rename = "official_account.before_message_send")]
+    BeforeMessageSend(Message),
+    /// The account sent a message.
+    #[serde(rename = "official_account.message_sent")]
+    MessageSent(Message),
+    /// Messages were withdrawn (recalled).
+    #[serde(rename = "official_account.messages_withdrawn")]
+    MessagesWithdrawn(Withdrawn),
+}
+
+impl Payload {
+    /// The `type` string, as serialized.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Payload::BeforeCreate(_) => "official_account.before_create",
+            Payload::Created(_) => "official_account.created",
+            Payload::InfoChanged(_) => "official_account.info_changed",
+            Payload::Destroyed(_) => "official_account.destroyed",
+            Payload::BeforeSubscribe(_) => "official_account.before_subscribe",
+            Payload::Subscribed(_) => "official_account.subscribed",
+            Payload::Full(_) => "official_account.full",
+            Payload::Unsubscribed(_) => "official_account.unsubscribed",
+            Payload::BeforeMessageSend(_) => "official_account.before_message_send",
+            Payload::MessageSent(_) => "official_account.message_sent",
+            Payload::MessagesWithdrawn(_) => "official_account.messages_withdrawn",
+        }
+    }
+}
+
+/// `data` of create and destroy events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// `Owner_Account`.
+    pub owner_account: Option<String>,
+    /// The account's `Name`.
+    pub name: Option<String>,
+}
+
+/// `data` of `official_account.info_changed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfoChanged {
+    /// Only the profile fields Tencent sent, with their new values.
+    pub changes: ProfileChanges,
+}
+
+/// New profile values; a field is present only if Tencent sent it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileChanges {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New introduction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduction: Option<String>,
+    /// New avatar URL (`FaceUrl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_url: Option<String>,
+    /// New organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+}
+
+/// `data` of subscriber events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberList {
+    /// The subscribers' account ids, in Tencent's order.
+    pub subscribers: Vec<String>,
+}
+
+/// `data` with no fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// `data` of message events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `MsgKey`, Tencent's unique message id (`message_sent` only).
+    pub key: Option<String>,
+    /// `MsgTime` converted to milliseconds (`message_sent` only).
+    pub time_ms: Option<u64>,
+    /// `OnlineOnlyFlag`: delivered only to online subscribers.
+    pub online_only: bool,
+    /// `MsgBody`: the message elements, unchanged.
+    pub body: Value,
+    /// `CloudCustomData`, when sent.
+    pub cloud_custom_data: Option<String>,
+}
+
+/// `data` of `official_account.messages_withdrawn`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Withdrawn {
+    /// `MsgKey` of each withdrawn message.
+    pub message_keys: Vec<String>,
+}
+
+impl Event {
+    /// The Kafka record key: `Official_Account`, or `Owner_Account` for
+    /// `before_create`, which has no account id yet.
+    pub fn kafka_key(&self) -> Option<&str> {
+        match (&self.official_account, &self.payload) {
+            (Some(account), _) => Some(account),
+            (None, Payload::BeforeCreate(l)) => l.owner_account.as_deref(),
+            (None, _) => None,
+        }
+    }
+}
+
+/// An authentic callback whose body could not be normalized, published raw
+/// to the dead-letter topic with the reason in headers (see `docs/events.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// 32 hex digits of SHA-256 over the app, the command and the raw body.
+    pub id: String,
+    /// Bounded reason, e.g. `body_not_json`.
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub error: String,
+    /// The app the callback came from.
+    pub sdk_app_id: u64,
+    /// The query's `CallbackCommand`.
+    pub command: String,
+    /// When the bridge received the callback, Unix milliseconds.
+    pub received_at_ms: u64,
+    /// `ClientIP` from the query, when present.
+    pub client_ip: Option<String>,
+    /// `OptPlatform` from the query, when present.
+    pub platform: Option<String>,
+    /// The body exactly as received.
+    pub body: bytes::Bytes,
+}
+
+impl DeadLetter {
+    /// Builds the dead letter for `body`, deriving its id from the content.
+    pub fn new(
+        query: &crate::callback::CallbackQuery,
+        received_at_ms: u64,
+        reason: &'static str,
+        error: String,
+        body: bytes::Bytes,
+    ) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"chat-kafka-bridge/dlq/v1\0");
+        h.update(query.sdk_app_id.to_string().as_bytes());
+        h.update(b"\0");
+        h.update(query.command.as_bytes());
+        h.update(b"\0");
+        h.update(&body);
+        DeadLetter {
+            id: hex::encode(&h.finalize()[..16]),
+            reason,
+            error,
+            sdk_app_id: query.sdk_app_id,
+            command: query.command.clone(),
+            received_at_ms,
+            client_ip: query.client_ip.clone(),
+            platform: query.platform.clone(),
+            body,
+        }
+    }
+}

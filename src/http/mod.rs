@@ -1,0 +1,201 @@
+//! HTTP: the accept loops (callback and admin ports), connection limits and
+//! timeouts, routing, and the graceful drain. Status codes are chosen only in
+//! [`respond`].
+
+pub mod admin;
+pub mod callback;
+pub mod respond;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sink::KafkaSink;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct State {
+    /// Validated configuration.
+    pub config: Config,
+    /// This instance's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The Kafka producer.
+    pub sink: KafkaSink,
+    /// Readiness inputs.
+    pub health: Health,
+}
+
+/// Why `/readyz` says no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// SIGTERM received; draining.
+    ShuttingDown,
+    /// The producer has no metadata for the events topic.
+    NoKafkaMetadata,
+}
+
+/// Readiness: Kafka metadata present and not shutting down.
+#[derive(Debug, Default)]
+pub struct Health {
+    kafka: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    /// `None` when ready.
+    pub fn not_ready_reason(&self) -> Option<NotReady> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            Some(NotReady::ShuttingDown)
+        } else if !self.kafka.load(Ordering::Acquire) {
+            Some(NotReady::NoKafkaMetadata)
+        } else {
+            None
+        }
+    }
+
+    /// Records the latest Kafka probe; returns the previous value.
+    pub fn set_kafka(&self, ok: bool) -> bool {
+        self.kafka.swap(ok, Ordering::AcqRel)
+    }
+
+    /// Marks the bridge as draining (irreversible).
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+}
+
+/// Serves the callback port until `shutdown` resolves, then stops accepting
+/// and lets in-flight requests finish for at most `drain`.
+pub async fn serve_callbacks(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let limit = state.config.max_connections;
+    let permits = Arc::new(Semaphore::new(limit));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(state.config.header_read_timeout);
+    tokio::pin!(shutdown);
+
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    error!(error = %e, "Accepting a connection failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            state.metrics.connection_refused(limit);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_state = state.clone();
+        let service = service_fn(move |req| {
+            let state = conn_state.clone();
+            async move {
+                let started = Instant::now();
+                let response = match callback::handle(&state, req).await {
+                    Ok(_) => respond::ok(),
+                    Err(rejection) => {
+                        let a = rejection.answer();
+                        state
+                            .metrics
+                            .callback_rejected(a.reason, a.status.as_u16(), &rejection);
+                        rejection.response()
+                    }
+                };
+                state.metrics.request_finished(started.elapsed());
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let metrics = state.metrics.clone();
+        metrics.connection_opened();
+        tokio::spawn(async move {
+            // Errors here are clients going away or timing out on headers.
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "Callback connection ended with an error.");
+            }
+            metrics.connection_closed();
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    info!("Stopped accepting callbacks; finishing in-flight requests.");
+    tokio::select! {
+        () = graceful.shutdown() => info!("In-flight requests finished."),
+        () = tokio::time::sleep(drain) => warn!(
+            timeout = ?drain,
+            "In-flight requests did not finish within the shutdown timeout; closing their connections."
+        ),
+    }
+}
+
+/// Serves the admin port until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) {
+    const ADMIN_CONNECTIONS: usize = 64;
+    let permits = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    error!(error = %e, "Accepting an admin connection failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(
+                limit = ADMIN_CONNECTIONS,
+                "Admin connection closed at once: too many open."
+            );
+            continue;
+        };
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let response = admin::handle(&state, &req);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,290 @@
+//! The one place that chooses status codes: every [`Rejection`] maps, in one
+//! exhaustive `match`, to an HTTP status, our `ErrorCode` and a fixed
+//! `ErrorInfo`. Documented in `docs/errors.md`.
+//!
+//! Error codes avoid `0` (allow), `1` (deny), `2` (discard) and Tencent's
+//! custom range 120001–130000, so no FAIL answer can ever be read as a
+//! decision on a "Before" callback.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::callback::{QueryError, SignatureError};
+use crate::sink::EnqueueError;
+
+/// The body Tencent expects for every handled callback ("allow" for Before ones).
+pub const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
+
+/// Why a request on the callback port was not accepted.
+#[derive(Debug)]
+pub enum Rejection {
+    /// The path is not `BRIDGE_CALLBACK_PATH`.
+    NotFound,
+    /// Not a POST.
+    MethodNotAllowed,
+    /// The query string lacks or repeats a required parameter.
+    Query(QueryError),
+    /// `SdkAppid` is not a configured app.
+    UnknownApp(u64),
+    /// The signature is missing, malformed, stale or wrong.
+    Signature(SignatureError),
+    /// The body is larger than `BRIDGE_MAX_BODY_BYTES`.
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The body could not be read (client went away, bad chunking, timeout).
+    BodyRead(String),
+    /// The body's `CallbackCommand` differs from the query's.
+    CommandMismatch {
+        /// From the query.
+        query: String,
+        /// From the body.
+        body: String,
+    },
+    /// The producer would not take the record.
+    Enqueue(EnqueueError),
+}
+
+/// How a rejection is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `ErrorCode` in the FAIL body.
+    pub code: u32,
+    /// Metric label and log `reason`.
+    pub reason: &'static str,
+    /// `ErrorInfo` in the FAIL body (fixed text: details go to the log only).
+    pub info: &'static str,
+}
+
+impl Rejection {
+    /// The status, code, reason and text for this rejection.
+    pub fn answer(&self) -> Answer {
+        use StatusCode as S;
+        let (status, code, reason, info) = match self {
+            Rejection::NotFound => (
+                S::NOT_FOUND,
+                4040,
+                "not_found",
+                "no callback endpoint at this path",
+            ),
+            Rejection::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                4050,
+                "method_not_allowed",
+                "callbacks must be POSTed",
+            ),
+            Rejection::Query(_) => (
+                S::BAD_REQUEST,
+                4001,
+                "query_malformed",
+                "query string lacks or repeats SdkAppid or CallbackCommand",
+            ),
+            Rejection::UnknownApp(_) => (
+                S::FORBIDDEN,
+                4030,
+                "unknown_app",
+                "SdkAppid is not configured on this bridge",
+            ),
+            Rejection::Signature(SignatureError::Missing) => (
+                S::UNAUTHORIZED,
+                4011,
+                "signature_missing",
+                "Sign and RequestTime are required for this app",
+            ),
+            Rejection::Signature(SignatureError::Malformed) => (
+                S::UNAUTHORIZED,
+                4012,
+                "signature_malformed",
+                "Sign must be 64 hex digits and RequestTime a number",
+            ),
+            Rejection::Signature(SignatureError::Stale { .. }) => (
+                S::UNAUTHORIZED,
+                4013,
+                "signature_stale",
+                "RequestTime is outside the allowed clock skew",
+            ),
+            Rejection::Signature(SignatureError::Mismatch) => (
+                S::UNAUTHORIZED,
+                4014,
+                "signature_mismatch",
+                "Sign does not match the app's token",
+            ),
+            Rejection::BodyTooLarge { .. } => (
+                S::PAYLOAD_TOO_LARGE,
+                4130,
+                "body_too_large",
+                "body is larger than the bridge accepts",
+            ),
+            Rejection::BodyRead(_) => (
+                S::BAD_REQUEST,
+                4002,
+                "body_read_failed",
+                "body could not be read",
+            ),
+            Rejection::CommandMismatch { .. } => (
+                S::BAD_REQUEST,
+                4003,
+                "command_mismatch",
+                "body CallbackCommand differs from the query's",
+            ),
+            Rejection::Enqueue(EnqueueError::QueueFull) => (
+                S::SERVICE_UNAVAILABLE,
+                5030,
+                "producer_queue_full",
+                "the bridge's Kafka queue is full",
+            ),
+            Rejection::Enqueue(EnqueueError::TooLarge) => (
+                S::PAYLOAD_TOO_LARGE,
+                4131,
+                "record_too_large",
+                "the event is larger than the Kafka producer accepts",
+            ),
+            Rejection::Enqueue(EnqueueError::Other(_)) => (
+                S::SERVICE_UNAVAILABLE,
+                5031,
+                "producer_failed",
+                "the bridge's Kafka producer refused the event",
+            ),
+        };
+        Answer {
+            status,
+            code,
+            reason,
+            info,
+        }
+    }
+
+    /// The FAIL response.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let a = self.answer();
+        let body = format!(
+            r#"{{"ActionStatus":"FAIL","ErrorInfo":"{}: {}","ErrorCode":{}}}"#,
+            a.reason, a.info, a.code
+        );
+        json(a.status, Bytes::from(body))
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::NotFound => f.write_str("unknown path"),
+            Rejection::MethodNotAllowed => f.write_str("method is not POST"),
+            Rejection::Query(e) => e.fmt(f),
+            Rejection::UnknownApp(id) => write!(f, "SdkAppid {id} is not configured"),
+            Rejection::Signature(e) => e.fmt(f),
+            Rejection::BodyTooLarge { limit } => write!(f, "body exceeds {limit} bytes"),
+            Rejection::BodyRead(e) => write!(f, "reading the body failed: {e}"),
+            Rejection::CommandMismatch { query, body } => {
+                write!(
+                    f,
+                    "query CallbackCommand {query:?} but body CallbackCommand {body:?}"
+                )
+            }
+            Rejection::Enqueue(e) => e.fmt(f),
+        }
+    }
+}
+
+/// `200 OK` with [`OK_BODY`].
+pub fn ok() -> Response<Full<Bytes>> {
+    json(StatusCode::OK, Bytes::from_static(OK_BODY.as_bytes()))
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Rejection> {
+        vec![
+            Rejection::NotFound,
+            Rejection::MethodNotAllowed,
+            Rejection::Query(QueryError::MissingAppId),
+            Rejection::UnknownApp(1),
+            Rejection::Signature(SignatureError::Missing),
+            Rejection::Signature(SignatureError::Malformed),
+            Rejection::Signature(SignatureError::Stale { age_secs: 99 }),
+            Rejection::Signature(SignatureError::Mismatch),
+            Rejection::BodyTooLarge { limit: 1 },
+            Rejection::BodyRead("x".into()),
+            Rejection::CommandMismatch {
+                query: "a".into(),
+                body: "b".into(),
+            },
+            Rejection::Enqueue(EnqueueError::QueueFull),
+            Rejection::Enqueue(EnqueueError::TooLarge),
+            Rejection::Enqueue(EnqueueError::Other(rdkafka::error::KafkaError::Canceled)),
+        ]
+    }
+
+    #[test]
+    fn codes_and_reasons_are_unique_and_never_a_decision() {
+        let answers: Vec<_> = all().iter().map(Rejection::answer).collect();
+        let mut codes: Vec<_> = answers.iter().map(|a| a.code).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), answers.len(), "codes are unique");
+        let mut reasons: Vec<_> = answers.iter().map(|a| a.reason).collect();
+        reasons.sort();
+        reasons.dedup();
+        assert_eq!(reasons.len(), answers.len(), "reasons are unique");
+        for a in &answers {
+            assert!(
+                a.code > 2 && !(120_001..=130_000).contains(&a.code),
+                "{a:?}"
+            );
+            assert!(
+                a.status.is_client_error() || a.status.is_server_error(),
+                "{a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fail_bodies_are_tencent_shaped_json() {
+        for r in all() {
+            let a = r.answer();
+            let resp = r.response();
+            assert_eq!(resp.status(), a.status);
+            let body = futures_body(resp);
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+            assert_eq!(v["ActionStatus"], "FAIL");
+            assert_eq!(v["ErrorCode"], a.code);
+            assert!(
+                v["ErrorInfo"]
+                    .as_str()
+                    .expect("string")
+                    .starts_with(a.reason)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_str(OK_BODY).expect("JSON");
+        assert_eq!(
+            v,
+            serde_json::json!({"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0})
+        );
+    }
+
+    fn futures_body(resp: Response<Full<Bytes>>) -> Bytes {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        #[allow(clippy::disallowed_methods)] // a Full body we built ourselves
+        let collected = rt.block_on(resp.into_body().collect());
+        collected.expect("Full never fails").to_bytes()
+    }
+}

@@ -1,0 +1,52 @@
+//! `chat-kafka-bridge`: parse the configuration, set up logging, run until
+//! SIGTERM or SIGINT. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use chat_kafka_bridge::{app, config, telemetry};
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = config::Cli::parse();
+    let config = match config::Config::load(cli, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chat-kafka-bridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chat-kafka-bridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listeners = app::Listeners::bind(&config).await?;
+        app::run(config, listeners, shutdown_signal()).await
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "chat-kafka-bridge failed.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received."),
+        _ = int.recv() => tracing::info!("SIGINT received."),
+    }
+}

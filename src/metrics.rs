@@ -1,0 +1,494 @@
+//! Every metric handle, and one method per thing that happens.
+//!
+//! Each method both logs and counts, so a log line and a counter can never
+//! disagree. Label values come only from enums and `&'static str`s (bounded
+//! sets); raw error text goes into the log's `error` field, never into a label.
+//! The registry belongs to the app instance, so parallel tests never share
+//! counters.
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use rdkafka::Statistics;
+use tracing::{debug, error, info, warn};
+
+use crate::callback::Family;
+
+/// Metric name prefix shared by every metric the bridge exports.
+pub const PREFIX: &str = "chat_bridge";
+
+/// Which Kafka stream a record belongs to: normalized events or dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Normalized events on `BRIDGE_KAFKA_TOPIC`.
+    Events,
+    /// Raw callbacks that could not be normalized, on `BRIDGE_KAFKA_DLQ_TOPIC`.
+    DeadLetter,
+}
+
+impl Stream {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Events => "events",
+            Stream::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// What happened to a callback that was answered `200 OK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Normalized and handed to the producer.
+    Published,
+    /// Authentic but not parseable: handed to the producer for the dead-letter topic.
+    DeadLettered,
+    /// Outside the families this bridge publishes: counted and answered OK.
+    Ignored,
+}
+
+impl Accepted {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accepted::Published => "published",
+            Accepted::DeadLettered => "dead_lettered",
+            Accepted::Ignored => "ignored",
+        }
+    }
+}
+
+/// Every Prometheus handle of one bridge instance.
+pub struct Metrics {
+    registry: Registry,
+    callbacks: IntCounterVec,
+    rejections: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    enqueued: IntCounterVec,
+    deliveries: IntCounterVec,
+    request_duration: Histogram,
+    delivery_latency: HistogramVec,
+    unconfirmed: IntGauge,
+    queue_messages: IntGauge,
+    queue_bytes: IntGauge,
+    queue_max_messages: IntGauge,
+    queue_max_bytes: IntGauge,
+    brokers_up: IntGauge,
+    broker_rtt: prometheus::GaugeVec,
+    ready: IntGauge,
+    connections: IntGauge,
+    connections_rejected: IntCounter,
+    family_seen: [AtomicBool; Family::ALL.len()],
+}
+
+fn name(suffix: &str) -> String {
+    format!("{PREFIX}_{suffix}")
+}
+
+/// Buckets for answer latency: the bridge answers in tens of microseconds,
+/// Tencent gives up after 2 seconds.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.0, 5.0,
+];
+
+/// Buckets for enqueue-to-acknowledgement latency (linger, batching, `acks=all`).
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0,
+];
+
+impl Metrics {
+    /// Creates every metric in a registry of its own.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry
+                .register(c)
+                .expect("metric names are unique constants");
+        };
+
+        let callbacks = IntCounterVec::new(
+            Opts::new(
+                name("callbacks_total"),
+                "Callbacks answered 200 OK, by command family and what the bridge did with them.",
+            ),
+            &["family", "outcome"],
+        )
+        .expect("valid metric");
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                name("callbacks_rejected_total"),
+                "Requests on the callback port answered with a FAIL body, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let dead_lettered = IntCounterVec::new(
+            Opts::new(
+                name("callbacks_dead_lettered_total"),
+                "Authentic callbacks that could not be normalized and were sent raw to the dead-letter topic, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let enqueued = IntCounterVec::new(
+            Opts::new(
+                name("kafka_enqueued_total"),
+                "Records handed to the Kafka producer's queue, by stream.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                name("kafka_deliveries_total"),
+                "Delivery reports from the Kafka producer, by stream, result and error class.",
+            ),
+            &["stream", "result", "error_class"],
+        )
+        .expect("valid metric");
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                name("http_request_duration_seconds"),
+                "Time from a callback request's arrival to its answer, all outcomes.",
+            )
+            .buckets(REQUEST_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let delivery_latency = HistogramVec::new(
+            HistogramOpts::new(
+                name("kafka_delivery_latency_seconds"),
+                "Time from handing a record to the producer to the broker's acknowledgement, by stream.",
+            )
+            .buckets(DELIVERY_BUCKETS.to_vec()),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let unconfirmed = IntGauge::new(
+            name("kafka_unconfirmed_events"),
+            "Records answered OK and handed to the producer whose delivery report has not arrived yet.",
+        )
+        .expect("valid metric");
+        let queue_messages = IntGauge::new(
+            name("kafka_producer_queue_messages"),
+            "Messages in the producer's queue (librdkafka msg_cnt, from statistics).",
+        )
+        .expect("valid metric");
+        let queue_bytes = IntGauge::new(
+            name("kafka_producer_queue_bytes"),
+            "Bytes in the producer's queue (librdkafka msg_size, from statistics).",
+        )
+        .expect("valid metric");
+        let queue_max_messages = IntGauge::new(
+            name("kafka_producer_queue_max_messages"),
+            "Capacity of the producer's queue in messages (queue.buffering.max.messages).",
+        )
+        .expect("valid metric");
+        let queue_max_bytes = IntGauge::new(
+            name("kafka_producer_queue_max_bytes"),
+            "Capacity of the producer's queue in bytes (queue.buffering.max.kbytes).",
+        )
+        .expect("valid metric");
+        let brokers_up = IntGauge::new(
+            name("kafka_brokers_up"),
+            "Brokers the producer has an open connection to (state UP, from statistics).",
+        )
+        .expect("valid metric");
+        let broker_rtt = prometheus::GaugeVec::new(
+            Opts::new(
+                name("kafka_broker_rtt_seconds"),
+                "Average request round-trip time per broker over the last statistics window.",
+            ),
+            &["broker"],
+        )
+        .expect("valid metric");
+        let ready = IntGauge::new(
+            name("ready"),
+            "1 when the bridge reports ready on /readyz, else 0.",
+        )
+        .expect("valid metric");
+        let connections = IntGauge::new(
+            name("http_connections"),
+            "Open connections on the callback port.",
+        )
+        .expect("valid metric");
+        let connections_rejected = IntCounter::new(
+            name("http_connections_rejected_total"),
+            "Connections closed at once because BRIDGE_MAX_CONNECTIONS were already open.",
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                name("build_info"),
+                "Always 1; labelled with the bridge's version.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        reg(Box::new(callbacks.clone()));
+        reg(Box::new(rejections.clone()));
+        reg(Box::new(dead_lettered.clone()));
+        reg(Box::new(enqueued.clone()));
+        reg(Box::new(deliveries.clone()));
+        reg(Box::new(request_duration.clone()));
+        reg(Box::new(delivery_latency.clone()));
+        reg(Box::new(unconfirmed.clone()));
+        reg(Box::new(queue_messages.clone()));
+        reg(Box::new(queue_bytes.clone()));
+        reg(Box::new(queue_max_messages.clone()));
+        reg(Box::new(queue_max_bytes.clone()));
+        reg(Box::new(brokers_up.clone()));
+        reg(Box::new(broker_rtt.clone()));
+        reg(Box::new(ready.clone()));
+        reg(Box::new(connections.clone()));
+        reg(Box::new(connections_rejected.clone()));
+        reg(Box::new(build_info));
+
+        Metrics {
+            registry,
+            callbacks,
+            rejections,
+            dead_lettered,
+            enqueued,
+            deliveries,
+            request_duration,
+            delivery_latency,
+            unconfirmed,
+            queue_messages,
+            queue_bytes,
+            queue_max_messages,
+            queue_max_bytes,
+            brokers_up,
+            broker_rtt,
+            ready,
+            connections,
+            connections_rejected,
+            family_seen: std::array::from_fn(|_| AtomicBool::new(false)),
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding into a Vec cannot fail");
+        out
+    }
+
+    /// A request on the callback port was refused with a FAIL body.
+    pub fn callback_rejected(&self, reason: &'static str, status: u16, error: &dyn Display) {
+        warn!(reason, status, %error, "Callback rejected.");
+        self.rejections.with_label_values(&[reason]).inc();
+    }
+
+    /// A callback was answered 200 OK.
+    pub fn callback_accepted(&self, family: Family, outcome: Accepted) {
+        self.callbacks
+            .with_label_values(&[family.as_str(), outcome.as_str()])
+            .inc();
+    }
+
+    /// A callback outside the published families was answered OK without publishing.
+    /// Logged at INFO the first time each family is seen, at DEBUG afterwards.
+    pub fn callback_ignored(&self, family: Family, command: &str) {
+        let first = !self.family_seen[family as usize].swap(true, Ordering::Relaxed);
+        if first {
+            info!(
+                family = family.as_str(),
+                command,
+                "Callback outside the Official Account family answered OK and not published (further ones are logged at DEBUG)."
+            );
+        } else {
+            debug!(
+                family = family.as_str(),
+                command, "Callback answered OK and not published."
+            );
+        }
+        self.callback_accepted(family, Accepted::Ignored);
+    }
+
+    /// An authentic callback could not be normalized and goes to the dead-letter topic.
+    pub fn callback_dead_lettered(
+        &self,
+        family: Family,
+        reason: &'static str,
+        command: &str,
+        error: &dyn Display,
+    ) {
+        warn!(
+            reason,
+            command,
+            %error,
+            "Callback could not be normalized; publishing it raw to the dead-letter topic."
+        );
+        self.dead_lettered.with_label_values(&[reason]).inc();
+        self.callback_accepted(family, Accepted::DeadLettered);
+    }
+
+    /// A record was handed to the producer's queue.
+    pub fn enqueued(&self, stream: Stream) {
+        self.enqueued.with_label_values(&[stream.as_str()]).inc();
+        self.unconfirmed.inc();
+    }
+
+    /// The broker acknowledged a record.
+    pub fn delivered(&self, stream: Stream, latency: Duration) {
+        self.unconfirmed.dec();
+        self.deliveries
+            .with_label_values(&[stream.as_str(), "delivered", "none"])
+            .inc();
+        self.delivery_latency
+            .with_label_values(&[stream.as_str()])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// The producer gave up on a record.
+    pub fn delivery_failed(
+        &self,
+        stream: Stream,
+        class: &'static str,
+        event_id: &str,
+        error: &dyn Display,
+    ) {
+        self.unconfirmed.dec();
+        error!(
+            stream = stream.as_str(),
+            error_class = class,
+            event_id,
+            %error,
+            "Kafka delivery failed; the event was acknowledged to Tencent and is lost."
+        );
+        self.deliveries
+            .with_label_values(&[stream.as_str(), "failed", class])
+            .inc();
+    }
+
+    /// One answered callback request took `elapsed`.
+    pub fn request_finished(&self, elapsed: Duration) {
+        self.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Readiness changed.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// A connection on the callback port opened (`+1`) or closed (`-1`).
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    /// A connection on the callback port closed.
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    /// A connection was refused because the connection limit was reached.
+    pub fn connection_refused(&self, limit: usize) {
+        warn!(
+            limit,
+            "Connection closed at once: BRIDGE_MAX_CONNECTIONS reached."
+        );
+        self.connections_rejected.inc();
+    }
+
+    /// librdkafka emitted its periodic statistics.
+    pub fn kafka_statistics(&self, stats: &Statistics) {
+        self.queue_messages
+            .set(i64::try_from(stats.msg_cnt).unwrap_or(i64::MAX));
+        self.queue_bytes
+            .set(i64::try_from(stats.msg_size).unwrap_or(i64::MAX));
+        self.queue_max_messages
+            .set(i64::try_from(stats.msg_max).unwrap_or(i64::MAX));
+        self.queue_max_bytes
+            .set(i64::try_from(stats.msg_size_max).unwrap_or(i64::MAX));
+        let mut up = 0;
+        for broker in stats.brokers.values() {
+            // Bootstrap ("configured") entries are replaced by learned ones
+            // once metadata arrives; internal/logical ones are not brokers.
+            if broker.nodeid < 0 {
+                continue;
+            }
+            if broker.state == "UP" {
+                up += 1;
+            }
+            if let Some(rtt) = &broker.rtt {
+                self.broker_rtt
+                    .with_label_values(&[&broker.nodeid.to_string()])
+                    .set(rtt.avg as f64 / 1e6);
+            }
+        }
+        self.brokers_up.set(up);
+    }
+
+    /// Value of a counter or gauge, for the final summary and for tests.
+    pub fn snapshot(&self) -> Snapshot {
+        let sum = |v: &IntCounterVec| -> u64 {
+            v.collect()
+                .iter()
+                .flat_map(|mf| mf.get_metric())
+                .map(|m| m.get_counter().get_value() as u64)
+                .sum()
+        };
+        let deliveries = |result: &str| -> u64 {
+            self.deliveries
+                .collect()
+                .iter()
+                .flat_map(|mf| mf.get_metric())
+                .filter(|m| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == "result" && l.value() == result)
+                })
+                .map(|m| m.get_counter().get_value() as u64)
+                .sum()
+        };
+        Snapshot {
+            accepted: sum(&self.callbacks),
+            rejected: sum(&self.rejections),
+            dead_lettered: sum(&self.dead_lettered),
+            enqueued: sum(&self.enqueued),
+            delivered: deliveries("delivered"),
+            failed: deliveries("failed"),
+            unconfirmed: self.unconfirmed.get(),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+use prometheus::core::Collector as _;
+
+/// Totals since start, logged at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Callbacks answered 200 OK.
+    pub accepted: u64,
+    /// Requests answered with a FAIL body.
+    pub rejected: u64,
+    /// Callbacks sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Records handed to the producer (events and dead letters).
+    pub enqueued: u64,
+    /// Records the broker acknowledged.
+    pub delivered: u64,
+    /// Records the producer gave up on.
+    pub failed: u64,
+    /// Records still waiting for a delivery report.
+    pub unconfirmed: i64,
+}
