@@ -1,0 +1,13 @@
+//! The one integration-test binary: the real bridge against a real Apache
+//! Kafka broker (started by `kafka.rs`, shared by all tests; each test uses
+//! topics of its own).
+
+mod kafka;
+#[macro_use]
+mod harness;
+
+mod admin;
+mod binary;
+mod dead_letter;
+mod publish;
+mod rejections;
