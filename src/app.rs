@@ -62,6 +62,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<Snapshot> {
+    tracing::debug!(?config, "Configuration loaded.");
     let metrics = Arc::new(Metrics::new());
 
     let embedded = match &config.kafka.brokers {

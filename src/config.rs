@@ -805,6 +805,14 @@ topic = "t1"
     }
 
     #[test]
+    fn the_example_file_has_only_known_keys() {
+        let text = include_str!("../deploy/bridge.example.toml");
+        let file: FileConfig = toml::from_str(text).expect("deploy/bridge.example.toml parses");
+        assert_eq!(file.apps.len(), 1);
+        assert!(file.kafka.brokers.is_some());
+    }
+
+    #[test]
     fn secrets_never_print() {
         let c = load(&[
             "--sdk-app-id",

@@ -250,3 +250,33 @@ impl DeadLetter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/events.md` has one example per type, each a valid `Event` of
+    /// the type its heading names.
+    #[test]
+    fn documented_examples_are_valid_events() {
+        let doc = include_str!("../../docs/events.md");
+        let examples = doc
+            .split("## Examples")
+            .nth(1)
+            .expect("an Examples section");
+        let mut seen = Vec::new();
+        for section in examples.split("\n### ").skip(1) {
+            let heading = section.lines().next().expect("heading").trim_matches('`');
+            let json = section
+                .split("```json")
+                .nth(1)
+                .and_then(|s| s.split("```").next())
+                .unwrap_or_else(|| panic!("{heading}: no JSON example"));
+            let event: Event = serde_json::from_str(json)
+                .unwrap_or_else(|e| panic!("{heading}: not an Event: {e}"));
+            assert_eq!(event.payload.type_name(), heading);
+            seen.push(heading.to_owned());
+        }
+        assert_eq!(seen.len(), 11, "{seen:?}");
+    }
+}

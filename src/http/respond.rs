@@ -278,6 +278,17 @@ mod tests {
         );
     }
 
+    /// `docs/errors.md` lists every answer with its status, code and reason.
+    #[test]
+    fn every_answer_is_documented() {
+        let doc = include_str!("../../docs/errors.md");
+        for r in all() {
+            let a = r.answer();
+            let row = format!("| {} | {} | `{}` |", a.status.as_u16(), a.code, a.reason);
+            assert!(doc.contains(&row), "docs/errors.md lacks the row {row}");
+        }
+    }
+
     fn futures_body(resp: Response<Full<Bytes>>) -> Bytes {
         use http_body_util::BodyExt;
         let rt = tokio::runtime::Builder::new_current_thread()

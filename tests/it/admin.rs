@@ -6,15 +6,24 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{TestBridge, consume, fixture, get, signed_url, now_secs, unique};
+use crate::harness::{TestBridge, consume, fixture, get, now_secs, signed_url, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics() {
     let bridge = TestBridge::start(&[]).await;
-    assert_eq!(get(&format!("{}/healthz", bridge.admin)).await, (200, "ok\n".into()));
-    assert_eq!(get(&format!("{}/readyz", bridge.admin)).await, (200, "ready\n".into()));
+    assert_eq!(
+        get(&format!("{}/healthz", bridge.admin)).await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        get(&format!("{}/readyz", bridge.admin)).await,
+        (200, "ready\n".into())
+    );
     assert_eq!(get(&format!("{}/nope", bridge.admin)).await.0, 404);
-    assert_eq!(bridge.send_fixture("oa-after-send-msg.json").await.status, 200);
+    assert_eq!(
+        bridge.send_fixture("oa-after-send-msg.json").await.status,
+        200
+    );
     let (status, text) = get(&format!("{}/metrics", bridge.admin)).await;
     assert_eq!(status, 200);
     for name in [
@@ -36,17 +45,68 @@ async fn health_readiness_and_metrics() {
         Duration::from_secs(15),
         "delivery report counted"
     );
-    assert_eq!(bridge.metric("chat_bridge_kafka_unconfirmed_events").await, 0.0);
     assert_eq!(
-        bridge.metric(r#"chat_bridge_kafka_delivery_latency_seconds_count{stream="events"}"#).await,
+        bridge.metric("chat_bridge_kafka_unconfirmed_events").await,
+        0.0
+    );
+    assert_eq!(
+        bridge
+            .metric(r#"chat_bridge_kafka_delivery_latency_seconds_count{stream="events"}"#)
+            .await,
         1.0
     );
     // librdkafka statistics arrive every 5 s.
     assert_eventually!(
         bridge.metric("chat_bridge_kafka_brokers_up").await >= 1.0
-            && bridge.metric("chat_bridge_kafka_producer_queue_max_messages").await > 0.0,
+            && bridge
+                .metric("chat_bridge_kafka_producer_queue_max_messages")
+                .await
+                > 0.0,
         Duration::from_secs(15),
         "librdkafka statistics exported"
+    );
+    bridge.stop().await;
+}
+
+/// docs/metrics.md documents exactly the metrics the bridge exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exported_metric_is_documented() {
+    let bridge = TestBridge::start(&[]).await;
+    // Make the labelled families appear.
+    assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
+    assert_eq!(get(&format!("{}/callback", bridge.base)).await.0, 405);
+    let url = signed_url(
+        &bridge.base,
+        "OfficialAccount.CallbackAfterOfficialAccountFull",
+        now_secs(),
+    );
+    assert_eq!(
+        crate::harness::post(&url, b"not json".to_vec())
+            .await
+            .status,
+        200
+    );
+    assert_eventually!(
+        bridge.metric("chat_bridge_kafka_brokers_up").await >= 1.0,
+        Duration::from_secs(15),
+        "statistics exported"
+    );
+    let text = get(&format!("{}/metrics", bridge.admin)).await.1;
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let documented: std::collections::BTreeSet<&str> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `chat_bridge_"))
+        .filter_map(|l| l.split('`').nth(1))
+        .collect();
+    assert_eq!(
+        exported, documented,
+        "docs/metrics.md and /metrics disagree"
     );
     bridge.stop().await;
 }
@@ -76,7 +136,11 @@ async fn not_ready_without_kafka() {
 async fn shutdown_turns_unready_and_finishes_in_flight_requests() {
     let mut bridge = TestBridge::start(&[]).await;
     let body = fixture("oa-after-create.json");
-    let url = signed_url(&bridge.base, "OfficialAccount.CallbackAfterCreateOfficialAccount", now_secs());
+    let url = signed_url(
+        &bridge.base,
+        "OfficialAccount.CallbackAfterCreateOfficialAccount",
+        now_secs(),
+    );
     let path = url.trim_start_matches(&bridge.base).to_owned();
     let mut conn = TcpStream::connect(bridge.base.trim_start_matches("http://"))
         .await
@@ -87,7 +151,9 @@ async fn shutdown_turns_unready_and_finishes_in_flight_requests() {
         body.len()
     );
     conn.write_all(head.as_bytes()).await.expect("write");
-    conn.write_all(&body[..body.len() / 2]).await.expect("write");
+    conn.write_all(&body[..body.len() / 2])
+        .await
+        .expect("write");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     bridge.begin_stop();
@@ -104,7 +170,9 @@ async fn shutdown_turns_unready_and_finishes_in_flight_requests() {
         Duration::from_secs(5),
         "callback port still accepting new connections"
     );
-    conn.write_all(&body[body.len() / 2..]).await.expect("write");
+    conn.write_all(&body[body.len() / 2..])
+        .await
+        .expect("write");
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
     let answer = String::from_utf8_lossy(&answer);

@@ -14,7 +14,9 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::harness::{APP_ID, TOKEN, bootstrap, consume, consume_blocking, create_topic, get, now_secs, unique};
+use crate::harness::{
+    APP_ID, TOKEN, bootstrap, consume, consume_blocking, create_topic, get, now_secs, unique,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-kafka-bridge");
 
@@ -63,10 +65,16 @@ impl Bridge {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let v = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("the bridge never logged that it was listening: {:?}", lines.lock().expect("lock")));
-            if v["message"].as_str().is_some_and(|m| m.ends_with("listening.")) {
+            let v = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "the bridge never logged that it was listening: {:?}",
+                    lines.lock().expect("lock")
+                )
+            });
+            if v["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("listening."))
+            {
                 return Bridge {
                     child,
                     lines,
@@ -105,7 +113,11 @@ impl Bridge {
             .lock()
             .expect("lock")
             .iter()
-            .find(|v| v["message"].as_str().is_some_and(|m| m.starts_with(message_start)))
+            .find(|v| {
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message_start))
+            })
             .cloned()
     }
 }
@@ -129,7 +141,10 @@ fn a_bad_setting_exits_nonzero_with_one_line_naming_it() {
         assert_eq!(out.status.code(), Some(2), "{var}={value}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{var}: {stderr}");
-        assert!(stderr.contains(var) && stderr.contains(value), "{var}: {stderr}");
+        assert!(
+            stderr.contains(var) && stderr.contains(value),
+            "{var}: {stderr}"
+        );
     }
     let out = command()
         .env("BRIDGE_KAFKA_BROKERS", "127.0.0.1:1")
@@ -146,11 +161,18 @@ fn help_and_configuration_docs_list_the_same_settings() {
     let out = command().arg("--help").output().expect("run");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"))
-        .expect("docs/configuration.md");
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("docs/configuration.md");
     let vars = |text: &str| -> HashSet<String> {
         text.split(|c: char| !(c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
-            .filter(|w| w.starts_with("BRIDGE_") && !w.ends_with('_'))
+            .filter(|w| {
+                w.starts_with("BRIDGE_")
+                    && !w.ends_with('_')
+                    && !w.starts_with("BRIDGE_KAFKA_PROP_")
+            })
             .map(str::to_owned)
             .collect()
     };
@@ -158,7 +180,10 @@ fn help_and_configuration_docs_list_the_same_settings() {
     let mut in_docs = vars(&docs);
     in_docs.remove("BRIDGE_TEST_KAFKA_BROKERS");
     assert!(in_help.len() >= 18, "{in_help:?}");
-    assert_eq!(in_help, in_docs, "--help and docs/configuration.md disagree");
+    assert_eq!(
+        in_help, in_docs,
+        "--help and docs/configuration.md disagree"
+    );
 }
 
 /// The README's run command: no brokers, no app. The embedded broker is
@@ -191,7 +216,12 @@ async fn zero_config_run_publishes_to_the_embedded_broker() {
     let r = crate::harness::post(&url, crate::harness::fixture("oa-info-changed.json")).await;
     assert_eq!(r.status, 200, "{r:?}");
     let records = tokio::task::spawn_blocking(move || {
-        consume_blocking(&servers, "official-account-events", 1, Duration::from_secs(30))
+        consume_blocking(
+            &servers,
+            "official-account-events",
+            1,
+            Duration::from_secs(30),
+        )
     })
     .await
     .expect("consumer");
@@ -232,8 +262,13 @@ async fn sigterm_under_traffic_loses_no_acknowledged_callback() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let (acked, ok_count, sent, failed, stop) =
-            (acked.clone(), ok_count.clone(), sent.clone(), failed.clone(), stop.clone());
+        let (acked, ok_count, sent, failed, stop) = (
+            acked.clone(),
+            ok_count.clone(),
+            sent.clone(),
+            failed.clone(),
+            stop.clone(),
+        );
         let base = bridge.callback.clone();
         tasks.push(tokio::spawn(async move {
             let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -317,8 +352,14 @@ async fn sigterm_under_traffic_loses_no_acknowledged_callback() {
     assert_eq!(lost, 0, "acknowledged callbacks missing from Kafka");
     assert_eq!(duplicates, 0);
     assert!(in_kafka.is_subset(&acked) || in_kafka.len() >= acked.len());
-    let last = bridge.log_with("Stopped. Final counts.").expect("final counts logged");
+    let last = bridge
+        .log_with("Stopped. Final counts.")
+        .expect("final counts logged");
     assert_eq!(last["failed"], 0, "{last}");
     assert_eq!(last["unconfirmed"], 0, "{last}");
-    assert_eq!(last["delivered"].as_u64(), Some(records.len() as u64), "{last}");
+    assert_eq!(
+        last["delivered"].as_u64(),
+        Some(records.len() as u64),
+        "{last}"
+    );
 }

@@ -22,8 +22,17 @@ async fn unparseable_authentic_bodies_go_raw_to_the_dead_letter_topic() {
         ("Group.CallbackAfterSendMsg", b"\xff\xfe not utf-8", "body_not_json"),
     ];
     for (command, body, _) in &cases {
-        let r = post(&signed_url(&bridge.base, command, now_secs()), body.to_vec()).await;
-        assert_eq!(r.status, 200, "{command} {:?}: {r:?}", String::from_utf8_lossy(body));
+        let r = post(
+            &signed_url(&bridge.base, command, now_secs()),
+            body.to_vec(),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            200,
+            "{command} {:?}: {r:?}",
+            String::from_utf8_lossy(body)
+        );
         assert_eq!(r.json["ActionStatus"], "OK");
     }
     // Forged garbage (bad signature) is rejected and never dead-lettered.
@@ -37,7 +46,11 @@ async fn unparseable_authentic_bodies_go_raw_to_the_dead_letter_topic() {
 
     let records = consume(&bridge.dlq, cases.len(), Duration::from_secs(30)).await;
     assert_eq!(records.len(), cases.len());
-    assert_eq!(count_records(&bridge.dlq).await, cases.len(), "the forged one is absent");
+    assert_eq!(
+        count_records(&bridge.dlq).await,
+        cases.len(),
+        "the forged one is absent"
+    );
     for (command, body, reason) in &cases {
         let rec = records
             .iter()
@@ -52,7 +65,11 @@ async fn unparseable_authentic_bodies_go_raw_to_the_dead_letter_topic() {
         let sample = format!(r#"chat_bridge_callbacks_dead_lettered_total{{reason="{reason}"}}"#);
         assert!(bridge.metric(&sample).await >= 1.0, "{sample}");
     }
-    assert_eq!(count_records(&bridge.topic).await, 0, "no event from a bad body");
+    assert_eq!(
+        count_records(&bridge.topic).await,
+        0,
+        "no event from a bad body"
+    );
     let totals = bridge.stop().await;
     assert_eq!(totals.dead_lettered as usize, cases.len());
     assert_eq!(totals.delivered as usize, cases.len());

@@ -138,12 +138,18 @@ impl TestBridge {
         let config = Config::load(cli, Vec::new()).expect("valid test config");
         let callback = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (cb, ad): (SocketAddr, SocketAddr) =
-            (callback.local_addr().expect("addr"), admin.local_addr().expect("addr"));
+        let (cb, ad): (SocketAddr, SocketAddr) = (
+            callback.local_addr().expect("addr"),
+            admin.local_addr().expect("addr"),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app::run(config, Listeners { callback, admin }, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(app::run(
+            config,
+            Listeners { callback, admin },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         TestBridge {
             base: format!("http://{cb}"),
             admin: format!("http://{ad}"),
@@ -368,7 +374,12 @@ pub async fn consume(topic: &str, expected: usize, timeout: Duration) -> Vec<Rec
 }
 
 /// As [`consume`], from any broker, blocking.
-pub fn consume_blocking(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+pub fn consume_blocking(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))

@@ -45,7 +45,8 @@ fn start() -> Result<String, String> {
     let libs = resolve_jars()?;
     let run_dir = PathBuf::from(TMP).join(format!("kafka-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(run_dir.join("data")).map_err(|e| format!("creating {run_dir:?}: {e}"))?;
+    std::fs::create_dir_all(run_dir.join("data"))
+        .map_err(|e| format!("creating {run_dir:?}: {e}"))?;
     let port = free_port()?;
     let controller_port = free_port()?;
     let props = run_dir.join("server.properties");
@@ -131,8 +132,19 @@ case "{run_dir}" in */kafka-run-*) rm -rf '{run_dir}';; esac
     })
     .map_err(|e| {
         let tail = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: String = tail.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        format!("Kafka at {bootstrap} did not start: {e}\n--- {} (tail) ---\n{tail}", log.display())
+        let tail: String = tail
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!(
+            "Kafka at {bootstrap} did not start: {e}\n--- {} (tail) ---\n{tail}",
+            log.display()
+        )
     })?;
     eprintln!(
         "[it] Kafka started at {bootstrap} in {:.1}s (log: {})",
@@ -156,7 +168,10 @@ fn resolve_jars() -> Result<PathBuf, String> {
     let partial = libs.with_extension(format!("partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&partial);
     let began = Instant::now();
-    eprintln!("[it] resolving Kafka jars with Maven into {} ...", libs.display());
+    eprintln!(
+        "[it] resolving Kafka jars with Maven into {} ...",
+        libs.display()
+    );
     let out = Command::new("mvn")
         .args(["-q", "-B", "-f"])
         .arg(Path::new(MANIFEST_DIR).join("tests/kafka/pom.xml"))
@@ -174,7 +189,10 @@ fn resolve_jars() -> Result<PathBuf, String> {
     std::fs::write(partial.join(".complete"), "").map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&libs);
     std::fs::rename(&partial, &libs).map_err(|e| format!("moving jars into place: {e}"))?;
-    eprintln!("[it] Kafka jars resolved in {:.1}s", began.elapsed().as_secs_f64());
+    eprintln!(
+        "[it] Kafka jars resolved in {:.1}s",
+        began.elapsed().as_secs_f64()
+    );
     Ok(libs)
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::harness::{
     APP_ID, PARTITIONS, TestBridge, command_of, consume, count_records, fixture, fixture_names,
-    java_partition, post, signed_url, now_secs,
+    java_partition, now_secs, post, signed_url,
 };
 
 /// Every Official Account fixture, through HTTP and Kafka: answered OK at
@@ -29,7 +29,10 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
             "{name}"
         );
         let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-        sent.insert(v["EventTime"].to_string().trim_matches('"').to_owned(), (name.clone(), v));
+        sent.insert(
+            v["EventTime"].to_string().trim_matches('"').to_owned(),
+            (name.clone(), v),
+        );
     }
 
     let records = consume(&bridge.topic, names.len(), Duration::from_secs(30)).await;
@@ -49,7 +52,13 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
         assert!(e["received_at_ms"].as_u64().expect("received_at_ms") > 1_700_000_000_000);
         let id = e["id"].as_str().expect("id");
         assert_eq!(id.len(), 32, "{name}");
-        assert!(e["type"].as_str().expect("type").starts_with("official_account."), "{name}");
+        assert!(
+            e["type"]
+                .as_str()
+                .expect("type")
+                .starts_with("official_account."),
+            "{name}"
+        );
 
         // Key: Official_Account, or Owner_Account before the account exists.
         let expected_key = body
@@ -58,7 +67,11 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
             .and_then(|k| k.as_str())
             .expect("a key field");
         assert_eq!(rec.key.as_deref(), Some(expected_key), "{name}");
-        assert_eq!(e["official_account"], body.get("Official_Account").cloned().unwrap_or_default(), "{name}");
+        assert_eq!(
+            e["official_account"],
+            body.get("Official_Account").cloned().unwrap_or_default(),
+            "{name}"
+        );
         assert_eq!(
             rec.partition,
             java_partition(expected_key, PARTITIONS),
@@ -69,13 +82,24 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
         let h = &rec.headers;
         assert_eq!(h["ce_specversion"], "1.0", "{name}");
         assert_eq!(h["ce_id"], id, "{name}");
-        assert_eq!(h["ce_source"], format!("/tencent-cloud-chat/apps/{APP_ID}"), "{name}");
         assert_eq!(
-            h["ce_type"],
-            format!("com.tencentcloud.chat.{}", e["type"].as_str().expect("type")),
+            h["ce_source"],
+            format!("/tencent-cloud-chat/apps/{APP_ID}"),
             "{name}"
         );
-        assert!(h["ce_time"].ends_with('Z') && h["ce_time"].contains('T'), "{name}: {}", h["ce_time"]);
+        assert_eq!(
+            h["ce_type"],
+            format!(
+                "com.tencentcloud.chat.{}",
+                e["type"].as_str().expect("type")
+            ),
+            "{name}"
+        );
+        assert!(
+            h["ce_time"].ends_with('Z') && h["ce_time"].contains('T'),
+            "{name}: {}",
+            h["ce_time"]
+        );
         assert_eq!(h["content-type"], "application/json", "{name}");
 
         // Type-specific data, spot-checked against the body Tencent sent.
@@ -91,14 +115,20 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
                     assert_eq!(changes.get(ours), body.get(theirs), "{name}: {ours}");
                 }
             }
-            "official_account.subscribed" | "official_account.unsubscribed" | "official_account.before_subscribe" => {
+            "official_account.subscribed"
+            | "official_account.unsubscribed"
+            | "official_account.before_subscribe" => {
                 let subs: Vec<_> = body["SubscribeAccountList"]
                     .as_array()
                     .expect("list")
                     .iter()
                     .map(|s| s["Subscriber_Account"].clone())
                     .collect();
-                assert_eq!(e["data"]["subscribers"], serde_json::Value::Array(subs), "{name}");
+                assert_eq!(
+                    e["data"]["subscribers"],
+                    serde_json::Value::Array(subs),
+                    "{name}"
+                );
             }
             "official_account.message_sent" => {
                 assert_eq!(e["data"]["key"], body["MsgKey"], "{name}");
@@ -133,10 +163,20 @@ async fn the_same_callback_twice_has_the_same_id() {
     let command = command_of(&body);
     let t = now_secs();
     for request_time in [t, t - 5] {
-        let r = post(&signed_url(&bridge.base, &command, request_time), body.clone()).await;
+        let r = post(
+            &signed_url(&bridge.base, &command, request_time),
+            body.clone(),
+        )
+        .await;
         assert_eq!(r.status, 200);
     }
-    assert_eq!(bridge.send_fixture("oa-info-changed-name-only.json").await.status, 200);
+    assert_eq!(
+        bridge
+            .send_fixture("oa-info-changed-name-only.json")
+            .await
+            .status,
+        200
+    );
     let records = consume(&bridge.topic, 3, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 3);
     let ids: Vec<String> = records
@@ -152,7 +192,11 @@ async fn the_same_callback_twice_has_the_same_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_families_are_answered_ok_counted_and_not_published() {
     let bridge = TestBridge::start(&[]).await;
-    for name in ["group-after-send-msg.json", "state-change.json", "push-offline-batch.json"] {
+    for name in [
+        "group-after-send-msg.json",
+        "state-change.json",
+        "push-offline-batch.json",
+    ] {
         let r = bridge.send_fixture(name).await;
         assert_eq!(r.status, 200, "{name}: {r:?}");
         assert_eq!(r.json["ActionStatus"], "OK", "{name}");
@@ -164,8 +208,14 @@ async fn other_families_are_answered_ok_counted_and_not_published() {
     )
     .await;
     assert_eq!(r.status, 200);
-    for (family, n) in [("group", 1.0), ("state", 1.0), ("push", 1.0), ("other", 1.0)] {
-        let sample = format!(r#"chat_bridge_callbacks_total{{family="{family}",outcome="ignored"}}"#);
+    for (family, n) in [
+        ("group", 1.0),
+        ("state", 1.0),
+        ("push", 1.0),
+        ("other", 1.0),
+    ] {
+        let sample =
+            format!(r#"chat_bridge_callbacks_total{{family="{family}",outcome="ignored"}}"#);
         assert_eq!(bridge.metric(&sample).await, n, "{sample}");
     }
     // A sentinel proves the producer works; then the topic holds only it.

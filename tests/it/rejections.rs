@@ -51,22 +51,124 @@ async fn each_rejection_has_its_status_body_and_counter_and_writes_nothing() {
 
     // (what, method, url, body, status, ErrorCode, reason)
     let cases: Vec<(&str, &str, String, Vec<u8>, u16, u64, &str)> = vec![
-        ("unknown path", "POST", format!("{base}/nope?{good}"), body.clone(), 404, 4040, "not_found"),
-        ("GET", "GET", url(&base, &good), vec![], 405, 4050, "method_not_allowed"),
-        ("no SdkAppid", "POST", url(&base, &format!("CallbackCommand={CMD}")), body.clone(), 400, 4001, "query_malformed"),
-        ("no command", "POST", url(&base, &format!("SdkAppid={APP_ID}")), body.clone(), 400, 4001, "query_malformed"),
-        ("repeated SdkAppid", "POST", url(&base, &format!("{good}&sdkappid=1")), body.clone(), 400, 4001, "query_malformed"),
-        ("unknown app", "POST", url(&base, &signed_query(1_400_000_999, CMD, TOKEN, t)), body.clone(), 403, 4030, "unknown_app"),
-        ("unsigned", "POST", url(&base, &format!("SdkAppid={APP_ID}&CallbackCommand={CMD}")), body.clone(), 401, 4011, "signature_missing"),
-        ("sign not hex", "POST", url(&base, &format!("SdkAppid={APP_ID}&CallbackCommand={CMD}&Sign=xyz&RequestTime={t}")), body.clone(), 401, 4012, "signature_malformed"),
-        ("stale", "POST", url(&base, &signed_query(APP_ID, CMD, TOKEN, t - 3600)), body.clone(), 401, 4013, "signature_stale"),
-        ("from the future", "POST", url(&base, &signed_query(APP_ID, CMD, TOKEN, t + 3600)), body.clone(), 401, 4013, "signature_stale"),
-        ("wrong token", "POST", url(&base, &signed_query(APP_ID, CMD, "not-the-token", t)), body.clone(), 401, 4014, "signature_mismatch"),
-        ("too large", "POST", url(&base, &good), vec![b' '; 4096], 413, 4130, "body_too_large"),
+        (
+            "unknown path",
+            "POST",
+            format!("{base}/nope?{good}"),
+            body.clone(),
+            404,
+            4040,
+            "not_found",
+        ),
+        (
+            "GET",
+            "GET",
+            url(&base, &good),
+            vec![],
+            405,
+            4050,
+            "method_not_allowed",
+        ),
+        (
+            "no SdkAppid",
+            "POST",
+            url(&base, &format!("CallbackCommand={CMD}")),
+            body.clone(),
+            400,
+            4001,
+            "query_malformed",
+        ),
+        (
+            "no command",
+            "POST",
+            url(&base, &format!("SdkAppid={APP_ID}")),
+            body.clone(),
+            400,
+            4001,
+            "query_malformed",
+        ),
+        (
+            "repeated SdkAppid",
+            "POST",
+            url(&base, &format!("{good}&sdkappid=1")),
+            body.clone(),
+            400,
+            4001,
+            "query_malformed",
+        ),
+        (
+            "unknown app",
+            "POST",
+            url(&base, &signed_query(1_400_000_999, CMD, TOKEN, t)),
+            body.clone(),
+            403,
+            4030,
+            "unknown_app",
+        ),
+        (
+            "unsigned",
+            "POST",
+            url(&base, &format!("SdkAppid={APP_ID}&CallbackCommand={CMD}")),
+            body.clone(),
+            401,
+            4011,
+            "signature_missing",
+        ),
+        (
+            "sign not hex",
+            "POST",
+            url(
+                &base,
+                &format!("SdkAppid={APP_ID}&CallbackCommand={CMD}&Sign=xyz&RequestTime={t}"),
+            ),
+            body.clone(),
+            401,
+            4012,
+            "signature_malformed",
+        ),
+        (
+            "stale",
+            "POST",
+            url(&base, &signed_query(APP_ID, CMD, TOKEN, t - 3600)),
+            body.clone(),
+            401,
+            4013,
+            "signature_stale",
+        ),
+        (
+            "from the future",
+            "POST",
+            url(&base, &signed_query(APP_ID, CMD, TOKEN, t + 3600)),
+            body.clone(),
+            401,
+            4013,
+            "signature_stale",
+        ),
+        (
+            "wrong token",
+            "POST",
+            url(&base, &signed_query(APP_ID, CMD, "not-the-token", t)),
+            body.clone(),
+            401,
+            4014,
+            "signature_mismatch",
+        ),
+        (
+            "too large",
+            "POST",
+            url(&base, &good),
+            vec![b' '; 4096],
+            413,
+            4130,
+            "body_too_large",
+        ),
         (
             "command mismatch",
             "POST",
-            url(&base, &signed_query(APP_ID, "OfficialAccount.CallbackAfterSendMsg", TOKEN, t)),
+            url(
+                &base,
+                &signed_query(APP_ID, "OfficialAccount.CallbackAfterSendMsg", TOKEN, t),
+            ),
             body.clone(),
             400,
             4003,
@@ -76,7 +178,9 @@ async fn each_rejection_has_its_status_body_and_counter_and_writes_nothing() {
 
     for (what, method, url, body, status, code, reason) in &cases {
         let before = bridge
-            .metric(&format!(r#"chat_bridge_callbacks_rejected_total{{reason="{reason}"}}"#))
+            .metric(&format!(
+                r#"chat_bridge_callbacks_rejected_total{{reason="{reason}"}}"#
+            ))
             .await;
         let (got_status, json) = if *method == "POST" {
             let r = post(url, body.clone()).await;
@@ -89,19 +193,23 @@ async fn each_rejection_has_its_status_body_and_counter_and_writes_nothing() {
         assert_eq!(json["ActionStatus"], "FAIL", "{what}: {json}");
         assert_eq!(json["ErrorCode"], *code, "{what}: {json}");
         assert!(
-            json["ErrorInfo"].as_str().expect("ErrorInfo").starts_with(reason),
+            json["ErrorInfo"]
+                .as_str()
+                .expect("ErrorInfo")
+                .starts_with(reason),
             "{what}: {json}"
         );
         let after = bridge
-            .metric(&format!(r#"chat_bridge_callbacks_rejected_total{{reason="{reason}"}}"#))
+            .metric(&format!(
+                r#"chat_bridge_callbacks_rejected_total{{reason="{reason}"}}"#
+            ))
             .await;
         assert_eq!(after - before, 1.0, "{what}: counter {reason}");
     }
 
     // A body too large without Content-Length (chunked) is cut off by the limit too.
-    let head = format!(
-        "POST /callback?{good} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
-    );
+    let head =
+        format!("POST /callback?{good} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n");
     let mut req = head.into_bytes();
     for _ in 0..3 {
         req.extend_from_slice(b"400\r\n");
@@ -112,7 +220,9 @@ async fn each_rejection_has_its_status_body_and_counter_and_writes_nothing() {
     assert_eq!(raw(&base, &req).await, 413, "chunked body over the limit");
 
     let rejected: f64 = {
-        let text = crate::harness::get(&format!("{}/metrics", bridge.admin)).await.1;
+        let text = crate::harness::get(&format!("{}/metrics", bridge.admin))
+            .await
+            .1;
         crate::harness::parse_metrics(&text)
             .iter()
             .filter(|(k, _)| k.starts_with("chat_bridge_callbacks_rejected_total"))
@@ -124,10 +234,20 @@ async fn each_rejection_has_its_status_body_and_counter_and_writes_nothing() {
     // Nothing rejected reached Kafka: after a valid sentinel has arrived, the
     // topics hold exactly that one record.
     assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
-    assert_eq!(consume(&bridge.topic, 1, Duration::from_secs(30)).await.len(), 1);
+    assert_eq!(
+        consume(&bridge.topic, 1, Duration::from_secs(30))
+            .await
+            .len(),
+        1
+    );
     assert_eq!(count_records(&bridge.topic).await, 1);
     assert_eq!(count_records(&bridge.dlq).await, 0);
-    assert_eq!(bridge.metric(r#"chat_bridge_kafka_enqueued_total{stream="events"}"#).await, 1.0);
+    assert_eq!(
+        bridge
+            .metric(r#"chat_bridge_kafka_enqueued_total{stream="events"}"#)
+            .await,
+        1.0
+    );
     bridge.stop().await;
 }
 
@@ -140,14 +260,20 @@ async fn an_app_without_a_token_needs_no_signature() {
     std::fs::write(&file, "[[apps]]\nsdk_app_id = 1400000777\n").expect("write");
     let bridge = TestBridge::start(&["--config", file.to_str().expect("utf-8")]).await;
     let r = post(
-        &url(&bridge.base, &format!("SdkAppid=1400000777&CallbackCommand={CMD}")),
+        &url(
+            &bridge.base,
+            &format!("SdkAppid=1400000777&CallbackCommand={CMD}"),
+        ),
         fixture("oa-full.json"),
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
     // The signed app still needs its signature.
     let r = post(
-        &url(&bridge.base, &format!("SdkAppid={APP_ID}&CallbackCommand={CMD}")),
+        &url(
+            &bridge.base,
+            &format!("SdkAppid={APP_ID}&CallbackCommand={CMD}"),
+        ),
         fixture("oa-full.json"),
     )
     .await;
