@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -136,12 +136,12 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let began = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let began = Arc::new(OnceLock::<Instant>::new());
     let began_in_signal = began.clone();
     let state_in_signal = state.clone();
     let on_shutdown = async move {
         shutdown.await;
-        *began_in_signal.lock().expect("not poisoned") = Some(Instant::now());
+        let _ = began_in_signal.set(Instant::now());
         state_in_signal.health.set_shutting_down();
         state_in_signal.metrics.set_ready(false);
         info!(timeout = ?shutdown_timeout, "Shutdown requested: readiness is now false; draining.");
@@ -154,11 +154,9 @@ pub async fn run(
     )
     .await;
 
-    let began = began
-        .lock()
-        .expect("not poisoned")
-        .unwrap_or_else(Instant::now);
-    let left = shutdown_timeout.saturating_sub(began.elapsed());
+    // The drain so far counts against the same shutdown timeout.
+    let drained_for = began.get().map_or(Duration::ZERO, Instant::elapsed);
+    let left = shutdown_timeout.saturating_sub(drained_for);
     let flush_state = state.clone();
     let flushed = tokio::task::spawn_blocking(move || flush_state.sink.flush(left)).await;
     match flushed {
@@ -190,7 +188,7 @@ pub async fn run(
     Ok(totals)
 }
 
-/// Keeps `Health`'s Kafka flag current by asking for the events topic's metadata.
+/// Keeps `Health`'s Kafka flag current by asking for both topics' metadata.
 async fn probe_kafka(state: Arc<State>, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     let mut last_error = None::<String>;
@@ -202,11 +200,11 @@ async fn probe_kafka(state: Arc<State>, stopped: impl Future<Output = ()>) {
         let ok = result.is_ok();
         let was = state.health.set_kafka(ok);
         match result {
-            Ok(()) if !was => info!("Kafka metadata for the events topic is available: ready."),
+            Ok(()) if !was => info!("Kafka metadata for both topics is available: ready."),
             Ok(()) => {}
             Err(e) => {
                 if was || last_error.as_deref() != Some(e.as_str()) {
-                    warn!(error = %e, "No Kafka metadata for the events topic: not ready.");
+                    warn!(error = %e, "No Kafka metadata for the topics: not ready.");
                 }
                 last_error = Some(e);
             }

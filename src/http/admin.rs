@@ -28,7 +28,7 @@ pub fn handle<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
                 if why == super::NotReady::ShuttingDown {
                     "not ready: shutting down\n"
                 } else {
-                    "not ready: no Kafka metadata for the events topic yet\n"
+                    "not ready: no Kafka metadata for the events and dead-letter topics yet\n"
                 },
             ),
         },

@@ -41,7 +41,7 @@ pub struct State {
 pub enum NotReady {
     /// SIGTERM received; draining.
     ShuttingDown,
-    /// The producer has no metadata for the events topic.
+    /// The producer has no metadata for the events or dead-letter topic.
     NoKafkaMetadata,
 }
 

@@ -275,22 +275,28 @@ impl KafkaSink {
         }
     }
 
-    /// Asks the cluster for the events topic's metadata: `Ok` when the topic
-    /// exists and has partitions. Blocks up to `timeout`: call from a blocking thread.
+    /// Asks the cluster for the metadata of both topics: `Ok` when each
+    /// exists and has partitions. Blocks up to `timeout` per topic: call
+    /// from a blocking thread.
     pub fn probe(&self, timeout: Duration) -> Result<(), String> {
-        let md = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topic), timeout)
-            .map_err(|e| e.to_string())?;
-        match md.topics().iter().find(|t| t.name() == self.topic) {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-            Some(t) => Err(match t.error() {
-                Some(e) => format!("topic {}: {:?}", self.topic, RDKafkaErrorCode::from(e)),
-                None => format!("topic {} has no partitions", self.topic),
-            }),
-            None => Err(format!("topic {} not in metadata", self.topic)),
+        for topic in [&self.topic, &self.dlq_topic] {
+            let md = self
+                .producer
+                .client()
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| e.to_string())?;
+            match md.topics().iter().find(|t| t.name() == topic.as_str()) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
+                Some(t) => {
+                    return Err(match t.error() {
+                        Some(e) => format!("topic {topic}: {:?}", RDKafkaErrorCode::from(e)),
+                        None => format!("topic {topic} has no partitions"),
+                    });
+                }
+                None => return Err(format!("topic {topic} is not in the metadata")),
+            }
         }
+        Ok(())
     }
 
     /// Waits up to `timeout` for every queued record's delivery report.

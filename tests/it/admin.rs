@@ -122,6 +122,7 @@ async fn not_ready_without_kafka() {
         Duration::from_secs(10),
         "healthz"
     );
+    // It must stay unready across more than one probe (every 2 s).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (status, text) = get(&format!("{}/readyz", bridge.admin)).await;
     assert_eq!(status, 503, "{text}");

@@ -51,36 +51,39 @@ impl Bridge {
         let mut child = cmd.spawn().expect("spawn the bridge binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let lines = Arc::new(Mutex::new(Vec::new()));
+        // Owned from here on, so a failed start still kills and reaps it (Drop).
+        let mut bridge = Bridge {
+            child,
+            lines: lines.clone(),
+            callback: String::new(),
+            admin: String::new(),
+        };
         let (tx, rx) = mpsc::channel();
-        let sink = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let v: serde_json::Value =
                     serde_json::from_str(&line).unwrap_or(serde_json::json!({ "raw": line }));
                 let _ = tx.send(v.clone());
-                sink.lock().expect("lock").push(v);
+                lines.lock().expect("lock").push(v);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let v = rx.recv_timeout(left).unwrap_or_else(|_| {
+            let Ok(v) = rx.recv_timeout(left) else {
                 panic!(
                     "the bridge never logged that it was listening: {:?}",
-                    lines.lock().expect("lock")
-                )
-            });
+                    bridge.lines.lock().expect("lock")
+                );
+            };
             if v["message"]
                 .as_str()
                 .is_some_and(|m| m.ends_with("listening."))
             {
-                return Bridge {
-                    child,
-                    lines,
-                    callback: v["callback"].as_str().expect("callback field").to_owned(),
-                    admin: v["admin"].as_str().expect("admin field").to_owned(),
-                };
+                bridge.callback = v["callback"].as_str().expect("callback field").to_owned();
+                bridge.admin = v["admin"].as_str().expect("admin field").to_owned();
+                return bridge;
             }
         }
     }
@@ -179,7 +182,7 @@ fn help_and_configuration_docs_list_the_same_settings() {
     let in_help = vars(&help);
     let mut in_docs = vars(&docs);
     in_docs.remove("BRIDGE_TEST_KAFKA_BROKERS");
-    assert!(in_help.len() >= 18, "{in_help:?}");
+    assert!(in_help.len() >= 16, "{in_help:?}");
     assert_eq!(
         in_help, in_docs,
         "--help and docs/configuration.md disagree"
@@ -341,8 +344,11 @@ async fn sigterm_under_traffic_loses_no_acknowledged_callback() {
     }
     let lost = acked.difference(&in_kafka).count();
     let duplicates = records.len() - ids.len();
+    // Published but never answered (the client saw the connection close
+    // first) is allowed: Tencent would count it failed, nothing is lost.
+    let unanswered = in_kafka.difference(&acked).count();
     eprintln!(
-        "[it] SIGTERM under load: sent {}, answered OK {}, refused after shutdown {}, records in Kafka {}, lost {lost}, duplicates {duplicates}",
+        "[it] SIGTERM under load: sent {}, answered OK {}, refused after shutdown {}, records in Kafka {}, lost {lost}, duplicates {duplicates}, published but unanswered {unanswered}",
         sent.load(Ordering::Relaxed),
         acked.len(),
         failed.load(Ordering::Relaxed),
@@ -351,7 +357,6 @@ async fn sigterm_under_traffic_loses_no_acknowledged_callback() {
     assert!(acked.len() >= 500);
     assert_eq!(lost, 0, "acknowledged callbacks missing from Kafka");
     assert_eq!(duplicates, 0);
-    assert!(in_kafka.is_subset(&acked) || in_kafka.len() >= acked.len());
     let last = bridge
         .log_with("Stopped. Final counts.")
         .expect("final counts logged");

@@ -50,7 +50,8 @@ async fn each_rejection_has_its_status_body_and_counter_and_writes_nothing() {
     let good = signed_query(APP_ID, CMD, TOKEN, t);
 
     // (what, method, url, body, status, ErrorCode, reason)
-    let cases: Vec<(&str, &str, String, Vec<u8>, u16, u64, &str)> = vec![
+    type Case<'a> = (&'a str, &'a str, String, Vec<u8>, u16, u64, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "unknown path",
             "POST",
