@@ -285,3 +285,56 @@ async fn an_app_without_a_token_needs_no_signature() {
     bridge.stop().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Kafka unreachable: the first callback is queued and answered OK; when the
+/// producer's (deliberately tiny) queue is full the next gets 503; and the
+/// queued one's delivery failure is counted by class when it times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_full_is_503_and_failed_deliveries_are_counted() {
+    let topic = crate::harness::unique("unreachable");
+    let bridge = TestBridge::start_with(
+        "127.0.0.1:1",
+        &topic,
+        &format!("{topic}-dlq"),
+        &[
+            "--kafka-property",
+            "queue.buffering.max.messages=1",
+            "--kafka-property",
+            "message.timeout.ms=1500",
+        ],
+    )
+    .await;
+    let admin = bridge.admin.clone();
+    assert_eventually!(
+        crate::harness::get(&format!("{admin}/healthz")).await.0 == 200,
+        Duration::from_secs(10),
+        "bridge up"
+    );
+    assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
+    let r = bridge.send_fixture("oa-after-create.json").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json["ErrorCode"], 5030);
+    assert_eq!(
+        bridge
+            .metric(r#"chat_bridge_callbacks_rejected_total{reason="producer_queue_full"}"#)
+            .await,
+        1.0
+    );
+    assert_eventually!(
+        bridge
+            .metric(r#"chat_bridge_kafka_deliveries_total{error_class="timeout",result="failed",stream="events"}"#)
+            .await
+            == 1.0,
+        Duration::from_secs(15),
+        "the undeliverable event is counted as failed (timeout)"
+    );
+    assert_eq!(
+        bridge.metric("chat_bridge_kafka_unconfirmed_events").await,
+        0.0
+    );
+    let totals = bridge.stop().await;
+    assert_eq!(
+        (totals.accepted, totals.failed, totals.delivered),
+        (1, 1, 0)
+    );
+}
