@@ -3,8 +3,9 @@
 //! sequence.
 //!
 //! Shutdown: readiness goes false → stop accepting → finish in-flight
-//! requests → flush the producer → log final counts. The whole drain is
-//! bounded by `BRIDGE_SHUTDOWN_TIMEOUT`.
+//! requests → stop the forwarder → flush the producer (what does not flush
+//! in time is purged, and so spooled) → close the spool → log final counts.
+//! The drain is bounded by `BRIDGE_SHUTDOWN_TIMEOUT`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +20,8 @@ use tracing::{error, info, warn};
 use crate::config::{Config, DEMO_SDK_APP_ID, DEMO_TOKEN};
 use crate::http::{self, Health, State};
 use crate::metrics::{Metrics, Snapshot};
-use crate::sink::{EmbeddedKafka, KafkaSink};
+use crate::sink::{EmbeddedKafka, KafkaSink, Publisher, forward};
+use crate::spool::Spool;
 
 /// How often readiness asks Kafka for the events topic's metadata.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -101,12 +103,29 @@ pub async fn run(
         }
     }
 
-    let sink = KafkaSink::new(
+    let health = Arc::new(Health::new(config.ack_mode));
+    let segment_bytes = (config.spool_max_bytes / 8).clamp(16 * 1024, 64 * 1024 * 1024);
+    let spool = Spool::open(
+        &config.spool_dir,
+        config.spool_max_bytes,
+        segment_bytes,
+        metrics.clone(),
+    )?;
+    metrics.spool_capacity(config.spool_max_bytes);
+    let kafka = Arc::new(KafkaSink::new(
         &config.kafka,
         &bootstrap,
         config.max_body_bytes,
         metrics.clone(),
-    )?;
+        spool.clone(),
+        health.shutting_down.clone(),
+    )?);
+    let publisher = Publisher {
+        kafka: kafka.clone(),
+        spool: spool.clone(),
+        mode: config.ack_mode,
+        deadline: config.delivery_timeout,
+    };
     let shutdown_timeout = config.shutdown_timeout;
     let (callback_addr, admin_addr) = listeners.local_addrs()?;
     info!(
@@ -114,6 +133,8 @@ pub async fn run(
         admin = %format!("http://{admin_addr}"),
         topic = %config.kafka.topic,
         dlq_topic = %config.kafka.dlq_topic,
+        ack_mode = config.ack_mode.as_str(),
+        spool_dir = %config.spool_dir.display(),
         apps = config.apps.len(),
         "chat-kafka-bridge {} listening.",
         env!("CARGO_PKG_VERSION")
@@ -121,11 +142,12 @@ pub async fn run(
     let state = Arc::new(State {
         config,
         metrics: metrics.clone(),
-        sink,
-        health: Health::default(),
+        publisher,
+        health: health.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (forward_stop_tx, forward_stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -134,6 +156,13 @@ pub async fn run(
         listeners.admin,
         state.clone(),
         stopped(stop_rx.clone()),
+    ));
+    let forwarder = tokio::spawn(forward::run(
+        spool.clone(),
+        kafka.clone(),
+        health.kafka.clone(),
+        metrics.clone(),
+        stopped(forward_stop_rx),
     ));
 
     let began = Arc::new(OnceLock::<Instant>::new());
@@ -154,19 +183,35 @@ pub async fn run(
     )
     .await;
 
+    // No new records from the spool; what it holds stays there for the next start.
+    let _ = forward_stop_tx.send(true);
+    let _ = forwarder.await;
     // The drain so far counts against the same shutdown timeout.
     let drained_for = began.get().map_or(Duration::ZERO, Instant::elapsed);
     let left = shutdown_timeout.saturating_sub(drained_for);
-    let flush_state = state.clone();
-    let flushed = tokio::task::spawn_blocking(move || flush_state.sink.flush(left)).await;
+    let flush_kafka = kafka.clone();
+    let flushed = tokio::task::spawn_blocking(move || {
+        let result = flush_kafka.flush(left);
+        if result.is_err() {
+            // Whatever Kafka did not confirm in time fails now, and its
+            // delivery report puts it in the spool.
+            flush_kafka.purge();
+            let _ = flush_kafka.flush(Duration::from_secs(5));
+        }
+        result
+    })
+    .await;
     match flushed {
         Ok(Ok(())) => info!("Kafka producer flushed."),
-        Ok(Err(e)) => error!(
+        Ok(Err(e)) => warn!(
             error = %e,
-            unconfirmed = state.sink.in_flight(),
-            "Kafka producer did not flush within the shutdown timeout; unconfirmed events may be lost."
+            "Kafka did not confirm every event within the shutdown timeout; the rest was spooled for the next start."
         ),
         Err(e) => error!(error = %e, "Flush task failed."),
+    }
+    let closing = spool.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
+        error!(error = %e, "Closing the spool failed.");
     }
 
     let _ = stop_tx.send(true);
@@ -181,9 +226,14 @@ pub async fn run(
         delivered = totals.delivered,
         failed = totals.failed,
         unconfirmed = totals.unconfirmed,
+        spooled = totals.spooled,
+        replayed = totals.replayed,
+        spool_pending = spool.pending(),
+        discarded = totals.discarded,
         "Stopped. Final counts."
     );
     drop(state);
+    drop(kafka);
     drop(embedded);
     Ok(totals)
 }
@@ -193,8 +243,12 @@ async fn probe_kafka(state: Arc<State>, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     let mut last_error = None::<String>;
     loop {
+        let spool = &state.publisher.spool;
+        spool.tick();
+        let room_for = (state.config.max_body_bytes as u64).min(64 * 1024);
+        state.health.set_spool_full(spool.is_full(room_for));
         let s = state.clone();
-        let result = tokio::task::spawn_blocking(move || s.sink.probe(PROBE_INTERVAL))
+        let result = tokio::task::spawn_blocking(move || s.publisher.kafka.probe(PROBE_INTERVAL))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
         let ok = result.is_ok();

@@ -48,6 +48,37 @@ pub struct Config {
     pub max_connections: usize,
     /// Time a client has to send a request's headers.
     pub header_read_timeout: Duration,
+    /// When a callback is answered OK.
+    pub ack_mode: AckMode,
+    /// `delivered` mode: how long to wait for Kafka before spooling.
+    pub delivery_timeout: Duration,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Spool size limit.
+    pub spool_max_bytes: u64,
+}
+
+/// When a callback is answered OK (see docs/reliability.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// Once the event is in the producer's queue (memory).
+    Enqueued,
+    /// Once the event is fsync'd to the spool.
+    Spooled,
+    /// Once Kafka acknowledged it, or it is spooled after the deadline.
+    Delivered,
+}
+
+impl AckMode {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Enqueued => "enqueued",
+            AckMode::Spooled => "spooled",
+            AckMode::Delivered => "delivered",
+        }
+    }
 }
 
 /// One Tencent Cloud Chat app.
@@ -96,6 +127,10 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("ack_mode", &self.ack_mode)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_max_bytes", &self.spool_max_bytes)
             .finish()
     }
 }
@@ -284,6 +319,27 @@ pub struct Cli {
     /// Time a client has to send a request's headers [default: 10s].
     #[arg(long, env = "BRIDGE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
+
+    /// When a callback is answered OK: enqueued (in the producer's memory queue),
+    /// spooled (fsync'd to the local spool) or delivered (acknowledged by Kafka,
+    /// or spooled after BRIDGE_DELIVERY_TIMEOUT) [default: enqueued].
+    #[arg(long, env = "BRIDGE_ACK_MODE", value_name = "MODE")]
+    pub ack_mode: Option<String>,
+
+    /// In delivered mode, how long to wait for Kafka before spooling and
+    /// answering; must stay well under Tencent's 2 s timeout [default: 1s].
+    #[arg(long, env = "BRIDGE_DELIVERY_TIMEOUT", value_name = "DURATION")]
+    pub delivery_timeout: Option<String>,
+
+    /// Directory of the local spool, where events wait while Kafka cannot take
+    /// them; one per bridge process [default: spool].
+    #[arg(long, env = "BRIDGE_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Most bytes the spool may use; when full, callbacks that need it get 503
+    /// [default: 1073741824].
+    #[arg(long, env = "BRIDGE_SPOOL_MAX_BYTES", value_name = "BYTES")]
+    pub spool_max_bytes: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors (a typo must not be ignored).
@@ -299,6 +355,10 @@ struct FileConfig {
     shutdown_timeout: Option<String>,
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
+    ack_mode: Option<AckMode>,
+    delivery_timeout: Option<String>,
+    spool_dir: Option<PathBuf>,
+    spool_max_bytes: Option<u64>,
     #[serde(default)]
     apps: Vec<FileApp>,
     #[serde(default)]
@@ -407,6 +467,46 @@ impl Config {
             },
             None => file.log_format.unwrap_or(LogFormat::Text),
         };
+
+        let ack_mode = match cli.ack_mode {
+            Some(s) => match s.as_str() {
+                "enqueued" => AckMode::Enqueued,
+                "spooled" => AckMode::Spooled,
+                "delivered" => AckMode::Delivered,
+                other => {
+                    return Err(bad(
+                        "BRIDGE_ACK_MODE",
+                        format!("{other:?} is not one of: enqueued, spooled, delivered"),
+                    ));
+                }
+            },
+            None => file.ack_mode.unwrap_or(AckMode::Enqueued),
+        };
+        let delivery_timeout = duration(
+            "BRIDGE_DELIVERY_TIMEOUT",
+            cli.delivery_timeout.or(file.delivery_timeout),
+            Duration::from_secs(1),
+        )?;
+        if delivery_timeout.is_zero() || delivery_timeout >= Duration::from_millis(1800) {
+            return Err(bad(
+                "BRIDGE_DELIVERY_TIMEOUT",
+                format!("{delivery_timeout:?} must be more than 0 and under 1.8s (Tencent waits 2s)"),
+            ));
+        }
+        let spool_dir = cli
+            .spool_dir
+            .or(file.spool_dir)
+            .unwrap_or_else(|| PathBuf::from("spool"));
+        let spool_max_bytes = match cli.spool_max_bytes {
+            Some(s) => number("BRIDGE_SPOOL_MAX_BYTES", &s)?,
+            None => file.spool_max_bytes.unwrap_or(1 << 30),
+        };
+        if spool_max_bytes < 64 * 1024 {
+            return Err(bad(
+                "BRIDGE_SPOOL_MAX_BYTES",
+                format!("{spool_max_bytes} must be at least 65536"),
+            ));
+        }
 
         // Kafka.
         let brokers = cli
@@ -546,6 +646,10 @@ impl Config {
             shutdown_timeout,
             max_connections,
             header_read_timeout,
+            ack_mode,
+            delivery_timeout,
+            spool_dir,
+            spool_max_bytes,
         })
     }
 
@@ -678,6 +782,10 @@ mod tests {
         assert_eq!(c.kafka.dlq_topic, "official-account-events-dlq");
         assert!(c.kafka.brokers.is_none());
         assert!(c.is_demo());
+        assert_eq!(c.ack_mode, AckMode::Enqueued);
+        assert_eq!(c.delivery_timeout, Duration::from_secs(1));
+        assert_eq!(c.spool_dir, PathBuf::from("spool"));
+        assert_eq!(c.spool_max_bytes, 1 << 30);
     }
 
     #[test]
@@ -722,6 +830,9 @@ mod tests {
             ),
             (&["--kafka-property", "acks"], "--kafka-property"),
             (&["--max-connections", "0"], "BRIDGE_MAX_CONNECTIONS"),
+            (&["--ack-mode", "eventually"], "BRIDGE_ACK_MODE"),
+            (&["--delivery-timeout", "2s"], "BRIDGE_DELIVERY_TIMEOUT"),
+            (&["--spool-max-bytes", "1000"], "BRIDGE_SPOOL_MAX_BYTES"),
         ] {
             let e = load(args).expect_err("invalid");
             assert_eq!(e.setting, setting, "{args:?}: {e}");

@@ -9,8 +9,10 @@
 //!   knowing nothing of Kafka.
 //! - [`event`]: our versioned event schema and the hand-written conversion
 //!   from callbacks; the only types written to Kafka.
-//! - [`sink`]: the Kafka producer (keys, CloudEvents headers, delivery
-//!   reports) and the embedded broker for zero-config runs.
+//! - [`sink`]: the acknowledgement modes, the Kafka producer (keys,
+//!   CloudEvents headers, delivery reports), the forwarder that replays the
+//!   spool, and the embedded broker for zero-config runs.
+//! - [`spool`]: the local durable queue for events Kafka has not confirmed.
 //! - [`metrics`]: every metric, one method per thing that happens, each of
 //!   which logs and counts.
 //! - [`config`]: flags, environment and file, validated into plain data.
@@ -25,4 +27,5 @@ pub mod event;
 pub mod http;
 pub mod metrics;
 pub mod sink;
+pub mod spool;
 pub mod telemetry;

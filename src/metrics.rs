@@ -41,6 +41,37 @@ impl Stream {
     }
 }
 
+/// Why a record went to the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolCause {
+    /// `BRIDGE_ACK_MODE=spooled`: every callback is spooled before the answer.
+    Accepted,
+    /// The producer's queue was full.
+    QueueFull,
+    /// The producer refused the record for another reason.
+    ProducerError,
+    /// The producer reported a delivery failure.
+    DeliveryFailed,
+    /// `BRIDGE_ACK_MODE=delivered`: no acknowledgement within the deadline.
+    Deadline,
+    /// A replayed record failed again.
+    ReplayFailed,
+}
+
+impl SpoolCause {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpoolCause::Accepted => "accepted",
+            SpoolCause::QueueFull => "queue_full",
+            SpoolCause::ProducerError => "producer_error",
+            SpoolCause::DeliveryFailed => "delivery_failed",
+            SpoolCause::Deadline => "deadline",
+            SpoolCause::ReplayFailed => "replay_failed",
+        }
+    }
+}
+
 /// What happened to a callback that was answered `200 OK`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
@@ -81,6 +112,16 @@ pub struct Metrics {
     brokers_up: IntGauge,
     broker_rtt: prometheus::GaugeVec,
     ready: IntGauge,
+    spool_events: IntGauge,
+    spool_bytes: IntGauge,
+    spool_max_bytes: IntGauge,
+    spool_oldest_age: prometheus::Gauge,
+    spool_appends: IntCounterVec,
+    spool_replayed: IntCounter,
+    spool_write: Histogram,
+    spool_syncs: IntCounter,
+    spool_torn_bytes: IntCounter,
+    discarded: IntCounterVec,
     connections: IntGauge,
     connections_rejected: IntCounter,
     family_seen: [AtomicBool; Family::ALL.len()],
@@ -213,6 +254,65 @@ impl Metrics {
             "1 when the bridge reports ready on /readyz, else 0.",
         )
         .expect("valid metric");
+        let spool_events = IntGauge::new(
+            name("spool_events"),
+            "Events in the spool not yet confirmed by Kafka.",
+        )
+        .expect("valid metric");
+        let spool_bytes = IntGauge::new(
+            name("spool_bytes"),
+            "Bytes the spool uses on disk (plus appends being written).",
+        )
+        .expect("valid metric");
+        let spool_max_bytes = IntGauge::new(
+            name("spool_max_bytes"),
+            "BRIDGE_SPOOL_MAX_BYTES: at this size new spool appends are refused.",
+        )
+        .expect("valid metric");
+        let spool_oldest_age = prometheus::Gauge::new(
+            name("spool_oldest_age_seconds"),
+            "Age of the oldest spool segment that still holds unconfirmed events; 0 when none.",
+        )
+        .expect("valid metric");
+        let spool_appends = IntCounterVec::new(
+            Opts::new(
+                name("spool_appends_total"),
+                "Records written to the spool, by cause.",
+            ),
+            &["cause"],
+        )
+        .expect("valid metric");
+        let spool_replayed = IntCounter::new(
+            name("spool_replayed_total"),
+            "Spooled records that reached Kafka.",
+        )
+        .expect("valid metric");
+        let spool_write = Histogram::with_opts(
+            HistogramOpts::new(
+                name("spool_write_duration_seconds"),
+                "Time to write and fsync one group-committed batch of spool appends.",
+            )
+            .buckets(REQUEST_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let spool_syncs = IntCounter::new(
+            name("spool_syncs_total"),
+            "fsyncs of the spool; spool_appends_total / spool_syncs_total is the group-commit factor.",
+        )
+        .expect("valid metric");
+        let spool_torn_bytes = IntCounter::new(
+            name("spool_torn_bytes_total"),
+            "Bytes of torn (never acknowledged) writes cut off spool segments at start.",
+        )
+        .expect("valid metric");
+        let discarded = IntCounterVec::new(
+            Opts::new(
+                name("events_discarded_total"),
+                "Acknowledged events dropped because neither Kafka nor the spool could take them. Must stay 0.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let connections = IntGauge::new(
             name("http_connections"),
             "Open connections on the callback port.",
@@ -250,6 +350,16 @@ impl Metrics {
         reg(Box::new(brokers_up.clone()));
         reg(Box::new(broker_rtt.clone()));
         reg(Box::new(ready.clone()));
+        reg(Box::new(spool_events.clone()));
+        reg(Box::new(spool_bytes.clone()));
+        reg(Box::new(spool_max_bytes.clone()));
+        reg(Box::new(spool_oldest_age.clone()));
+        reg(Box::new(spool_appends.clone()));
+        reg(Box::new(spool_replayed.clone()));
+        reg(Box::new(spool_write.clone()));
+        reg(Box::new(spool_syncs.clone()));
+        reg(Box::new(spool_torn_bytes.clone()));
+        reg(Box::new(discarded.clone()));
         reg(Box::new(connections.clone()));
         reg(Box::new(connections_rejected.clone()));
         reg(Box::new(build_info));
@@ -271,6 +381,16 @@ impl Metrics {
             brokers_up,
             broker_rtt,
             ready,
+            spool_events,
+            spool_bytes,
+            spool_max_bytes,
+            spool_oldest_age,
+            spool_appends,
+            spool_replayed,
+            spool_write,
+            spool_syncs,
+            spool_torn_bytes,
+            discarded,
             connections,
             connections_rejected,
             family_seen: std::array::from_fn(|_| AtomicBool::new(false)),
@@ -353,7 +473,7 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
-    /// The producer gave up on a record.
+    /// The producer gave up on a record; the caller spools it.
     pub fn delivery_failed(
         &self,
         stream: Stream,
@@ -362,16 +482,71 @@ impl Metrics {
         error: &dyn Display,
     ) {
         self.unconfirmed.dec();
-        error!(
+        warn!(
             stream = stream.as_str(),
             error_class = class,
             event_id,
             %error,
-            "Kafka delivery failed; the event was acknowledged to Tencent and is lost."
+            "Kafka delivery failed; the event goes to the spool."
         );
         self.deliveries
             .with_label_values(&[stream.as_str(), "failed", class])
             .inc();
+    }
+
+    /// A record was appended to the spool.
+    pub fn spooled(&self, cause: SpoolCause) {
+        self.spool_appends.with_label_values(&[cause.as_str()]).inc();
+    }
+
+    /// A spooled record reached Kafka.
+    pub fn replayed(&self) {
+        self.spool_replayed.inc();
+    }
+
+    /// One group-committed spool batch took `elapsed` to write and sync.
+    pub fn spool_write(&self, elapsed: Duration) {
+        self.spool_syncs.inc();
+        self.spool_write.observe(elapsed.as_secs_f64());
+    }
+
+    /// The spool's size changed.
+    pub fn spool_state(&self, events: u64, bytes: u64, oldest_ts_ms: Option<i64>) {
+        self.spool_events.set(i64::try_from(events).unwrap_or(i64::MAX));
+        self.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let age = oldest_ts_ms.map_or(0.0, |ts| {
+            let now = crate::sink::now_ms() as f64;
+            ((now - ts as f64) / 1000.0).max(0.0)
+        });
+        self.spool_oldest_age.set(age);
+    }
+
+    /// The configured spool size.
+    pub fn spool_capacity(&self, max_bytes: u64) {
+        self.spool_max_bytes
+            .set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Torn bytes were cut off a segment at start.
+    pub fn spool_torn_bytes(&self, bytes: u64) {
+        self.spool_torn_bytes.inc_by(bytes);
+    }
+
+    /// A spool record was dropped (see `events_discarded`).
+    pub fn spool_discarded(&self, reason: &'static str) {
+        error!(reason, "A spooled event was dropped.");
+        self.discarded.with_label_values(&[reason]).inc();
+    }
+
+    /// An acknowledged event could be neither delivered nor spooled.
+    pub fn event_discarded(&self, reason: &'static str, event_id: &str, error: &dyn Display) {
+        error!(
+            reason,
+            event_id,
+            %error,
+            "An acknowledged event was dropped: Kafka failed and the spool could not take it."
+        );
+        self.discarded.with_label_values(&[reason]).inc();
     }
 
     /// One answered callback request took `elapsed`.
@@ -455,6 +630,9 @@ impl Metrics {
                 .sum()
         };
         Snapshot {
+            spooled: sum(&self.spool_appends),
+            replayed: self.spool_replayed.get(),
+            discarded: sum(&self.discarded),
             accepted: sum(&self.callbacks),
             rejected: sum(&self.rejections),
             dead_lettered: sum(&self.dead_lettered),
@@ -491,4 +669,10 @@ pub struct Snapshot {
     pub failed: u64,
     /// Records still waiting for a delivery report.
     pub unconfirmed: i64,
+    /// Records written to the spool.
+    pub spooled: u64,
+    /// Spooled records that reached Kafka.
+    pub replayed: u64,
+    /// Acknowledged events dropped (must be 0).
+    pub discarded: u64,
 }

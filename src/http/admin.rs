@@ -23,14 +23,7 @@ pub fn handle<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => match state.health.not_ready_reason() {
             None => text(StatusCode::OK, "ready\n"),
-            Some(why) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                if why == super::NotReady::ShuttingDown {
-                    "not ready: shutting down\n"
-                } else {
-                    "not ready: no Kafka metadata for the events and dead-letter topics yet\n"
-                },
-            ),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, why.as_str()),
         },
         _ => text(
             StatusCode::NOT_FOUND,

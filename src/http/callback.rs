@@ -4,6 +4,7 @@
 //! before the body is read, so an unauthenticated request costs no body read
 //! and is never written to Kafka. An authenticated body that cannot be
 //! normalized is dead-lettered and still answered OK: Tencent would not retry it.
+//! When "OK" may be said is `BRIDGE_ACK_MODE`'s business ([`crate::sink::Publisher`]).
 
 use bytes::Bytes;
 use http::{Method, Request, header};
@@ -52,7 +53,7 @@ pub async fn handle(
 
     let envelope = match callback::parse_body(&body) {
         Ok(envelope) => envelope,
-        Err(e) => return dead_letter(state, family, &query, received_at_ms, e, body),
+        Err(e) => return dead_letter(state, family, &query, received_at_ms, e, body).await,
     };
     if let Some(in_body) = &envelope.command
         && *in_body != query.command
@@ -72,17 +73,19 @@ pub async fn handle(
     };
     let event = match event::normalize(received, command, envelope) {
         Ok(event) => event,
-        Err(e) => return dead_letter(state, family, &query, received_at_ms, e, body),
+        Err(e) => return dead_letter(state, family, &query, received_at_ms, e, body).await,
     };
+    let record = state.publisher.kafka.event_record(&event);
     state
-        .sink
-        .publish_event(&event)
-        .map_err(Rejection::Enqueue)?;
+        .publisher
+        .accept(record)
+        .await
+        .map_err(Rejection::Accept)?;
     state.metrics.callback_accepted(family, Accepted::Published);
     Ok((family, Accepted::Published))
 }
 
-fn dead_letter(
+async fn dead_letter(
     state: &State,
     family: Family,
     query: &CallbackQuery,
@@ -97,10 +100,13 @@ fn dead_letter(
         error.to_string(),
         body,
     );
+    let record = state.publisher.kafka.dead_letter_record(&dl);
     state
-        .sink
-        .publish_dead_letter(&dl)
-        .map_err(Rejection::Enqueue)?;
+        .publisher
+        .accept(record)
+        .await
+        .map_err(Rejection::Accept)?;
+
     state
         .metrics
         .callback_dead_lettered(family, error.as_str(), &query.command, &error);

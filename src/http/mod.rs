@@ -20,9 +20,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{AckMode, Config};
 use crate::metrics::Metrics;
-use crate::sink::KafkaSink;
+use crate::sink::Publisher;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct State {
@@ -30,10 +30,10 @@ pub struct State {
     pub config: Config,
     /// This instance's metrics.
     pub metrics: Arc<Metrics>,
-    /// The Kafka producer.
-    pub sink: KafkaSink,
+    /// The producer, the spool and the acknowledgement mode.
+    pub publisher: Publisher,
     /// Readiness inputs.
-    pub health: Health,
+    pub health: Arc<Health>,
 }
 
 /// Why `/readyz` says no.
@@ -41,32 +41,71 @@ pub struct State {
 pub enum NotReady {
     /// SIGTERM received; draining.
     ShuttingDown,
-    /// The producer has no metadata for the events or dead-letter topic.
+    /// `enqueued` mode: the producer has no metadata for the topics.
     NoKafkaMetadata,
+    /// `spooled` mode: the spool is full. `delivered` mode: the spool is
+    /// full and Kafka is unreachable.
+    SpoolFull,
 }
 
-/// Readiness: Kafka metadata present and not shutting down.
-#[derive(Debug, Default)]
+impl NotReady {
+    /// The `/readyz` body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotReady::ShuttingDown => "not ready: shutting down\n",
+            NotReady::NoKafkaMetadata => {
+                "not ready: no Kafka metadata for the events and dead-letter topics yet\n"
+            }
+            NotReady::SpoolFull => "not ready: the spool is full and Kafka cannot take events\n",
+        }
+    }
+}
+
+/// Readiness inputs: can the bridge accept callbacks under its ack mode?
+#[derive(Debug)]
 pub struct Health {
-    kafka: AtomicBool,
-    shutting_down: AtomicBool,
+    mode: AckMode,
+    /// The latest Kafka probe (shared with the forwarder).
+    pub kafka: Arc<AtomicBool>,
+    spool_full: AtomicBool,
+    /// Set on shutdown (shared with the delivery callback).
+    pub shutting_down: Arc<AtomicBool>,
 }
 
 impl Health {
+    /// Not ready until the first probe succeeds.
+    pub fn new(mode: AckMode) -> Self {
+        Health {
+            mode,
+            kafka: Arc::new(AtomicBool::new(false)),
+            spool_full: AtomicBool::new(false),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// `None` when ready.
     pub fn not_ready_reason(&self) -> Option<NotReady> {
+        let kafka = self.kafka.load(Ordering::Acquire);
+        let spool_room = !self.spool_full.load(Ordering::Acquire);
         if self.shutting_down.load(Ordering::Acquire) {
-            Some(NotReady::ShuttingDown)
-        } else if !self.kafka.load(Ordering::Acquire) {
-            Some(NotReady::NoKafkaMetadata)
-        } else {
-            None
+            return Some(NotReady::ShuttingDown);
+        }
+        match self.mode {
+            AckMode::Enqueued if !kafka => Some(NotReady::NoKafkaMetadata),
+            AckMode::Spooled if !spool_room => Some(NotReady::SpoolFull),
+            AckMode::Delivered if !kafka && !spool_room => Some(NotReady::SpoolFull),
+            AckMode::Enqueued | AckMode::Spooled | AckMode::Delivered => None,
         }
     }
 
     /// Records the latest Kafka probe; returns the previous value.
     pub fn set_kafka(&self, ok: bool) -> bool {
         self.kafka.swap(ok, Ordering::AcqRel)
+    }
+
+    /// Records whether the spool can take another record.
+    pub fn set_spool_full(&self, full: bool) {
+        self.spool_full.store(full, Ordering::Release);
     }
 
     /// Marks the bridge as draining (irreversible).

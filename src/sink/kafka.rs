@@ -1,26 +1,31 @@
 //! The Kafka producer: record layout (key, CloudEvents headers), the delivery
-//! callback, queue-full policy, readiness probe and flush.
+//! callback, readiness probe and flush.
 //!
 //! One `ThreadedProducer` with a `ProducerContext`: delivery reports arrive on
-//! librdkafka's poll thread and go straight to [`Metrics`]; there is no task
-//! or future per message. `send` never waits for the broker.
+//! librdkafka's poll thread and go to [`Metrics`], to a waiting request
+//! (`delivered` mode), or, on failure, to the spool; there is no task or
+//! future per message. `send` never waits for the broker.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext, Statistics};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
+use rdkafka::{ClientConfig, ClientContext, Message, Statistics};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::config::KafkaConfig;
 use crate::event::{DeadLetter, Event};
-use crate::metrics::{Metrics, Stream};
+use crate::metrics::{Metrics, SpoolCause, Stream};
+use crate::spool::Spool;
 
-/// Why a record could not be handed to the producer. The request is then
-/// answered 503 and nothing was acknowledged.
+/// Why a record could not be handed to the producer.
 #[derive(Debug)]
 pub enum EnqueueError {
     /// The producer's queue is at `queue.buffering.max.*`.
@@ -43,16 +48,124 @@ impl std::fmt::Display for EnqueueError {
 
 impl std::error::Error for EnqueueError {}
 
+/// A Kafka record as the bridge builds it, independent of librdkafka: what
+/// is sent, spooled and replayed (byte for byte the same).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Events or dead letters (decides the topic).
+    pub stream: Stream,
+    /// The event or dead-letter id, for logs.
+    pub id: String,
+    /// Record key.
+    pub key: Option<String>,
+    /// Record headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Record value.
+    pub payload: Vec<u8>,
+    /// Record timestamp (receive time), Unix milliseconds.
+    pub timestamp_ms: i64,
+}
+
+/// Who is waiting for a record's delivery report.
+pub enum Origin {
+    /// A live callback. `waiter` is set in `delivered` mode: it hears
+    /// `true` (delivered) or `false` (failed; the waiter spools its copy).
+    /// Without a waiter, a failed record is spooled by the delivery callback.
+    Live {
+        /// The request waiting for the outcome, if any.
+        waiter: Option<oneshot::Sender<bool>>,
+    },
+    /// A record read back from the spool.
+    Replay {
+        /// Its spool segment, resolved once delivered or re-spooled.
+        segment: u64,
+        /// Bounds the forwarder's records in flight; released with the report.
+        permit: OwnedSemaphorePermit,
+    },
+}
+
 /// What the delivery callback needs to know about a record.
-struct Delivery {
+pub struct Delivery {
     stream: Stream,
     id: String,
     enqueued_at: Instant,
+    origin: Origin,
 }
 
 /// librdkafka callbacks: logs, errors, statistics and delivery reports.
 struct BridgeContext {
     metrics: Arc<Metrics>,
+    spool: Spool,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl BridgeContext {
+    fn failed(&self, delivery: Delivery, error: &KafkaError, message: &BorrowedMessage<'_>) {
+        self.metrics
+            .delivery_failed(delivery.stream, error_class(error), &delivery.id, error);
+        match delivery.origin {
+            Origin::Live {
+                waiter: Some(waiter),
+            } => {
+                // The waiting request spools its own copy; if it already gave
+                // up waiting (deadline), it has spooled it already.
+                let _ = waiter.send(false);
+            }
+            Origin::Live { waiter: None } => {
+                let record = rebuild(delivery.stream, delivery.id, message);
+                if let Err(e) = self.spool.append_blocking(&record, SpoolCause::DeliveryFailed) {
+                    self.metrics
+                        .event_discarded(spool_discard_reason(&e), &record.id, &e);
+                }
+            }
+            Origin::Replay { segment, permit } => {
+                drop(permit);
+                if self.shutting_down.load(Ordering::Acquire) {
+                    // Still in its segment: replayed on the next start.
+                    return;
+                }
+                let record = rebuild(delivery.stream, delivery.id, message);
+                match self.spool.append_blocking(&record, SpoolCause::ReplayFailed) {
+                    Ok(()) => self.spool.resolve(segment),
+                    // Left unresolved in its segment: kept on disk, replayed after a restart.
+                    Err(e) => warn!(
+                        event_id = %record.id,
+                        error = %e,
+                        "Replay failed and the spool is full; the event stays in its old segment."
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Bounded reason for a record the spool refused.
+pub fn spool_discard_reason(e: &crate::spool::SpoolError) -> &'static str {
+    match e {
+        crate::spool::SpoolError::Full => "spool_full",
+        crate::spool::SpoolError::Io(_) => "spool_write_failed",
+        crate::spool::SpoolError::Closed => "spool_closed",
+    }
+}
+
+/// The [`OutRecord`] librdkafka hands back with a failed delivery.
+fn rebuild(stream: Stream, id: String, m: &BorrowedMessage<'_>) -> OutRecord {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    OutRecord {
+        stream,
+        id,
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        headers,
+        payload: m.payload().unwrap_or_default().to_vec(),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+    }
 }
 
 impl ClientContext for BridgeContext {
@@ -85,18 +198,25 @@ impl ProducerContext for BridgeContext {
     type DeliveryOpaque = Box<Delivery>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
+        let delivery = *delivery;
         match result {
-            Ok(_) => self
-                .metrics
-                .delivered(delivery.stream, delivery.enqueued_at.elapsed()),
-            Err((error, _message)) => {
-                self.metrics.delivery_failed(
-                    delivery.stream,
-                    error_class(error),
-                    &delivery.id,
-                    error,
-                );
+            Ok(_) => {
+                self.metrics
+                    .delivered(delivery.stream, delivery.enqueued_at.elapsed());
+                match delivery.origin {
+                    Origin::Live { waiter } => {
+                        if let Some(w) = waiter {
+                            let _ = w.send(true);
+                        }
+                    }
+                    Origin::Replay { segment, permit } => {
+                        drop(permit);
+                        self.metrics.replayed();
+                        self.spool.resolve(segment);
+                    }
+                }
             }
+            Err((error, message)) => self.failed(delivery, error, message),
         }
     }
 }
@@ -132,6 +252,10 @@ pub struct KafkaSink {
     topic: String,
     dlq_topic: String,
     metrics: Arc<Metrics>,
+    /// Identifies this process in the `bridge_instance` header.
+    instance: String,
+    /// Per-instance sequence for the `bridge_seq` header.
+    seq: AtomicU64,
 }
 
 /// The bridge's producer defaults; any of them can be overridden by a
@@ -161,6 +285,8 @@ impl KafkaSink {
         bootstrap_servers: &str,
         max_body_bytes: usize,
         metrics: Arc<Metrics>,
+        spool: Spool,
+        shutting_down: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", bootstrap_servers);
@@ -173,6 +299,8 @@ impl KafkaSink {
         let producer: ThreadedProducer<BridgeContext> = client
             .create_with_context(BridgeContext {
                 metrics: metrics.clone(),
+                spool,
+                shutting_down,
             })
             .map_err(|e| anyhow::anyhow!("invalid Kafka producer configuration: {e}"))?;
         Ok(KafkaSink {
@@ -180,94 +308,111 @@ impl KafkaSink {
             topic: config.topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
             metrics,
+            instance: instance_id(),
+            seq: AtomicU64::new(0),
         })
     }
 
-    /// Hands a normalized event to the producer's queue.
-    pub fn publish_event(&self, event: &Event) -> Result<(), EnqueueError> {
-        let payload = serde_json::to_vec(event).expect("events always serialize");
-        let ce_type = format!("com.tencentcloud.chat.{}", event.payload.type_name());
-        let source = format!("/tencent-cloud-chat/apps/{}", event.sdk_app_id);
-        let time = rfc3339_ms(event.event_time_ms);
-        let mut headers = OwnedHeaders::new_with_capacity(7)
-            .insert(h("ce_specversion", "1.0"))
-            .insert(h("ce_id", &event.id))
-            .insert(h("ce_source", &source))
-            .insert(h("ce_type", &ce_type))
-            .insert(h("ce_time", &time))
-            .insert(h("content-type", "application/json"));
-        if let Some(account) = &event.official_account {
-            headers = headers.insert(h("ce_subject", account));
-        }
-        self.send(
-            Stream::Events,
-            &self.topic,
-            event.kafka_key(),
-            &payload,
-            headers,
-            &event.id,
-            event.received_at_ms,
-        )
+    fn bridge_headers(&self, headers: &mut Vec<(String, Vec<u8>)>) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        headers.push(("bridge_instance".into(), self.instance.as_bytes().to_vec()));
+        headers.push(("bridge_seq".into(), seq.to_string().into_bytes()));
     }
 
-    /// Hands a dead letter (the raw body, reason in headers) to the producer's queue.
-    pub fn publish_dead_letter(&self, dl: &DeadLetter) -> Result<(), EnqueueError> {
-        let app = dl.sdk_app_id.to_string();
-        let received = dl.received_at_ms.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(9)
-            .insert(h("bridge_id", &dl.id))
-            .insert(h("bridge_reason", dl.reason))
-            .insert(h("bridge_error", &dl.error))
-            .insert(h("bridge_sdk_app_id", &app))
-            .insert(h("bridge_command", &dl.command))
-            .insert(h("bridge_received_at_ms", &received))
-            .insert(h("content-type", "application/octet-stream"));
+    /// The record for a normalized event: key, CloudEvents headers, JSON value.
+    pub fn event_record(&self, event: &Event) -> OutRecord {
+        let payload = serde_json::to_vec(event).expect("events always serialize");
+        let mut headers: Vec<(String, Vec<u8>)> = vec![
+            ("ce_specversion".into(), b"1.0".to_vec()),
+            ("ce_id".into(), event.id.as_bytes().to_vec()),
+            (
+                "ce_source".into(),
+                format!("/tencent-cloud-chat/apps/{}", event.sdk_app_id).into_bytes(),
+            ),
+            (
+                "ce_type".into(),
+                format!("com.tencentcloud.chat.{}", event.payload.type_name()).into_bytes(),
+            ),
+            ("ce_time".into(), rfc3339_ms(event.event_time_ms).into_bytes()),
+            ("content-type".into(), b"application/json".to_vec()),
+        ];
+        if let Some(account) = &event.official_account {
+            headers.push(("ce_subject".into(), account.as_bytes().to_vec()));
+        }
+        self.bridge_headers(&mut headers);
+        OutRecord {
+            stream: Stream::Events,
+            id: event.id.clone(),
+            key: event.kafka_key().map(str::to_owned),
+            headers,
+            payload,
+            timestamp_ms: i64::try_from(event.received_at_ms).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The record for a dead letter: the raw body, the reason in headers.
+    pub fn dead_letter_record(&self, dl: &DeadLetter) -> OutRecord {
+        let mut headers: Vec<(String, Vec<u8>)> = vec![
+            ("bridge_id".into(), dl.id.as_bytes().to_vec()),
+            ("bridge_reason".into(), dl.reason.as_bytes().to_vec()),
+            ("bridge_error".into(), dl.error.as_bytes().to_vec()),
+            ("bridge_sdk_app_id".into(), dl.sdk_app_id.to_string().into_bytes()),
+            ("bridge_command".into(), dl.command.as_bytes().to_vec()),
+            (
+                "bridge_received_at_ms".into(),
+                dl.received_at_ms.to_string().into_bytes(),
+            ),
+            ("content-type".into(), b"application/octet-stream".to_vec()),
+        ];
         if let Some(ip) = &dl.client_ip {
-            headers = headers.insert(h("bridge_client_ip", ip));
+            headers.push(("bridge_client_ip".into(), ip.as_bytes().to_vec()));
         }
         if let Some(p) = &dl.platform {
-            headers = headers.insert(h("bridge_platform", p));
+            headers.push(("bridge_platform".into(), p.as_bytes().to_vec()));
         }
-        self.send(
-            Stream::DeadLetter,
-            &self.dlq_topic,
-            None,
-            &dl.body,
+        self.bridge_headers(&mut headers);
+        OutRecord {
+            stream: Stream::DeadLetter,
+            id: dl.id.clone(),
+            key: None,
             headers,
-            &dl.id,
-            dl.received_at_ms,
-        )
+            payload: dl.body.to_vec(),
+            timestamp_ms: i64::try_from(dl.received_at_ms).unwrap_or(i64::MAX),
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn send(
-        &self,
-        stream: Stream,
-        topic: &str,
-        key: Option<&str>,
-        payload: &[u8],
-        headers: OwnedHeaders,
-        id: &str,
-        timestamp_ms: u64,
-    ) -> Result<(), EnqueueError> {
-        let delivery = Box::new(Delivery {
-            stream,
-            id: id.to_owned(),
-            enqueued_at: Instant::now(),
-        });
-        let mut record = BaseRecord::with_opaque_to(topic, delivery)
-            .payload(payload)
-            .headers(headers)
-            .timestamp(i64::try_from(timestamp_ms).unwrap_or(i64::MAX));
-        if let Some(key) = key {
-            record = record.key(key);
+    /// Hands `record` to the producer's queue; never waits for the broker.
+    pub fn send(&self, record: &OutRecord, origin: Origin) -> Result<(), EnqueueError> {
+        let topic = match record.stream {
+            Stream::Events => &self.topic,
+            Stream::DeadLetter => &self.dlq_topic,
+        };
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header {
+                key: key.as_str(),
+                value: Some(value.as_slice()),
+            });
         }
-        match self.producer.send(record) {
+        let delivery = Box::new(Delivery {
+            stream: record.stream,
+            id: record.id.clone(),
+            enqueued_at: Instant::now(),
+            origin,
+        });
+        let mut base = BaseRecord::with_opaque_to(topic, delivery)
+            .payload(&record.payload)
+            .headers(headers)
+            .timestamp(record.timestamp_ms);
+        if let Some(key) = &record.key {
+            base = base.key(key.as_str());
+        }
+        match self.producer.send(base) {
             Ok(()) => {
-                self.metrics.enqueued(stream);
+                self.metrics.enqueued(record.stream);
                 Ok(())
             }
-            Err((e, _record)) => Err(match e.rdkafka_error_code() {
+            Err((e, _)) => Err(match e.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::QueueFull) => EnqueueError::QueueFull,
                 Some(RDKafkaErrorCode::MessageSizeTooLarge) => EnqueueError::TooLarge,
                 _ => EnqueueError::Other(e),
@@ -308,13 +453,26 @@ impl KafkaSink {
     pub fn in_flight(&self) -> i32 {
         self.producer.in_flight_count()
     }
+
+    /// Gives up on every queued and in-flight record: each gets a failed
+    /// delivery report (and so goes to the spool). For the end of shutdown.
+    pub fn purge(&self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+    }
 }
 
-fn h<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
-    }
+/// A short random id for this process (`bridge_instance` header).
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 /// `2024-11-28T05:40:00.123Z` for Unix milliseconds.

@@ -1,8 +1,94 @@
-//! Where events go: the Kafka producer, and the embedded broker used when no
-//! brokers are configured. Only [`crate::event`] types are written to Kafka.
+//! Where events go: the Kafka producer, the spool in front of and behind it,
+//! the acknowledgement modes, and the embedded broker used when no brokers
+//! are configured. Only [`crate::event`] types are written to Kafka.
 
 mod embedded;
+pub mod forward;
 mod kafka;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
 pub use embedded::EmbeddedKafka;
-pub use kafka::{EnqueueError, KafkaSink, error_class, now_ms, producer_defaults, rfc3339_ms};
+pub use kafka::{
+    Delivery, EnqueueError, KafkaSink, Origin, OutRecord, error_class, now_ms, producer_defaults,
+    rfc3339_ms, spool_discard_reason,
+};
+
+use crate::config::AckMode;
+use crate::metrics::SpoolCause;
+use crate::spool::{Spool, SpoolError};
+
+/// Why an accepted callback cannot be acknowledged.
+#[derive(Debug)]
+pub enum AcceptError {
+    /// The record is larger than the producer accepts.
+    TooLarge,
+    /// It had to be spooled, and the spool refused it.
+    Spool(SpoolError),
+}
+
+impl std::fmt::Display for AcceptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AcceptError::TooLarge => EnqueueError::TooLarge.fmt(f),
+            AcceptError::Spool(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Applies `BRIDGE_ACK_MODE`: when a callback may be answered OK.
+pub struct Publisher {
+    /// The producer.
+    pub kafka: Arc<KafkaSink>,
+    /// The spool.
+    pub spool: Spool,
+    /// The acknowledgement mode.
+    pub mode: AckMode,
+    /// `delivered` mode's deadline.
+    pub deadline: Duration,
+}
+
+impl Publisher {
+    /// Returns once `record` is as safe as the mode promises.
+    pub async fn accept(&self, record: OutRecord) -> Result<(), AcceptError> {
+        match self.mode {
+            AckMode::Enqueued => match self.kafka.send(&record, Origin::Live { waiter: None }) {
+                Ok(()) => Ok(()),
+                Err(e) => self.spill(&record, e).await,
+            },
+            AckMode::Spooled => self.spool(&record, SpoolCause::Accepted).await,
+            AckMode::Delivered => {
+                let (tx, rx) = oneshot::channel();
+                let waiter = Origin::Live { waiter: Some(tx) };
+                if let Err(e) = self.kafka.send(&record, waiter) {
+                    return self.spill(&record, e).await;
+                }
+                match tokio::time::timeout(self.deadline, rx).await {
+                    Ok(Ok(true)) => Ok(()),
+                    Ok(_) => self.spool(&record, SpoolCause::DeliveryFailed).await,
+                    // Still in the producer's queue too: if it is delivered
+                    // later, Kafka gets it twice, with the same id.
+                    Err(_) => self.spool(&record, SpoolCause::Deadline).await,
+                }
+            }
+        }
+    }
+
+    async fn spill(&self, record: &OutRecord, e: EnqueueError) -> Result<(), AcceptError> {
+        match e {
+            EnqueueError::TooLarge => Err(AcceptError::TooLarge),
+            EnqueueError::QueueFull => self.spool(record, SpoolCause::QueueFull).await,
+            EnqueueError::Other(_) => self.spool(record, SpoolCause::ProducerError).await,
+        }
+    }
+
+    async fn spool(&self, record: &OutRecord, cause: SpoolCause) -> Result<(), AcceptError> {
+        self.spool
+            .append(record, cause)
+            .await
+            .map_err(AcceptError::Spool)
+    }
+}
