@@ -490,7 +490,9 @@ impl Config {
         if delivery_timeout.is_zero() || delivery_timeout >= Duration::from_millis(1800) {
             return Err(bad(
                 "BRIDGE_DELIVERY_TIMEOUT",
-                format!("{delivery_timeout:?} must be more than 0 and under 1.8s (Tencent waits 2s)"),
+                format!(
+                    "{delivery_timeout:?} must be more than 0 and under 1.8s (Tencent waits 2s)"
+                ),
             ));
         }
         let spool_dir = cli

@@ -41,6 +41,15 @@ impl Stream {
     }
 }
 
+/// Every `reason` of `chat_bridge_events_discarded_total`.
+pub const DISCARD_REASONS: [&str; 5] = [
+    "spool_full",
+    "spool_write_failed",
+    "spool_closed",
+    "record_too_large",
+    "undecodable",
+];
+
 /// Why a record went to the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpoolCause {
@@ -59,6 +68,16 @@ pub enum SpoolCause {
 }
 
 impl SpoolCause {
+    /// Every cause.
+    pub const ALL: [SpoolCause; 6] = [
+        SpoolCause::Accepted,
+        SpoolCause::QueueFull,
+        SpoolCause::ProducerError,
+        SpoolCause::DeliveryFailed,
+        SpoolCause::Deadline,
+        SpoolCause::ReplayFailed,
+    ];
+
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -334,6 +353,31 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Series that alerts and dashboards rely on exist from the start, at 0.
+        for reason in DISCARD_REASONS {
+            discarded.with_label_values(&[reason]).reset();
+        }
+        for cause in SpoolCause::ALL {
+            spool_appends.with_label_values(&[cause.as_str()]).reset();
+        }
+        for stream in [Stream::Events, Stream::DeadLetter] {
+            enqueued.with_label_values(&[stream.as_str()]).reset();
+            deliveries
+                .with_label_values(&[stream.as_str(), "delivered", "none"])
+                .reset();
+        }
+        for reason in crate::callback::BodyError::REASONS {
+            dead_lettered.with_label_values(&[reason]).reset();
+        }
+        for outcome in [
+            Accepted::Published,
+            Accepted::DeadLettered,
+            Accepted::Ignored,
+        ] {
+            callbacks
+                .with_label_values(&[Family::OfficialAccount.as_str(), outcome.as_str()])
+                .reset();
+        }
 
         reg(Box::new(callbacks.clone()));
         reg(Box::new(rejections.clone()));
@@ -496,7 +540,9 @@ impl Metrics {
 
     /// A record was appended to the spool.
     pub fn spooled(&self, cause: SpoolCause) {
-        self.spool_appends.with_label_values(&[cause.as_str()]).inc();
+        self.spool_appends
+            .with_label_values(&[cause.as_str()])
+            .inc();
     }
 
     /// A spooled record reached Kafka.
@@ -512,8 +558,10 @@ impl Metrics {
 
     /// The spool's size changed.
     pub fn spool_state(&self, events: u64, bytes: u64, oldest_ts_ms: Option<i64>) {
-        self.spool_events.set(i64::try_from(events).unwrap_or(i64::MAX));
-        self.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.spool_events
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
+        self.spool_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         let age = oldest_ts_ms.map_or(0.0, |ts| {
             let now = crate::sink::now_ms() as f64;
             ((now - ts as f64) / 1000.0).max(0.0)
@@ -532,14 +580,19 @@ impl Metrics {
         self.spool_torn_bytes.inc_by(bytes);
     }
 
-    /// A spool record was dropped (see `events_discarded`).
+    /// A spool record was dropped (see `events_discarded`). `reason` is one
+    /// of [`DISCARD_REASONS`].
     pub fn spool_discarded(&self, reason: &'static str) {
+        debug_assert!(DISCARD_REASONS.contains(&reason), "{reason}");
         error!(reason, "A spooled event was dropped.");
         self.discarded.with_label_values(&[reason]).inc();
     }
 
-    /// An acknowledged event could be neither delivered nor spooled.
+    /// An acknowledged event could be neither delivered nor spooled. `reason`
+    /// is one of [`DISCARD_REASONS`].
     pub fn event_discarded(&self, reason: &'static str, event_id: &str, error: &dyn Display) {
+        debug_assert!(DISCARD_REASONS.contains(&reason), "{reason}");
+
         error!(
             reason,
             event_id,

@@ -41,6 +41,14 @@ pub enum BodyError {
 }
 
 impl BodyError {
+    /// Every value [`BodyError::as_str`] returns.
+    pub const REASONS: [&'static str; 4] = [
+        "body_not_json",
+        "body_not_object",
+        "body_missing_field",
+        "body_invalid_field",
+    ];
+
     /// Bounded label for metrics and the dead-letter header.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -374,7 +382,16 @@ mod tests {
 
     #[test]
     fn envelope_errors_are_classified() {
+        for e in [
+            BodyError::NotObject,
+            BodyError::MissingField("x"),
+            BodyError::InvalidField("x", String::new()),
+            parse_body(b"{").unwrap_err(),
+        ] {
+            assert!(BodyError::REASONS.contains(&e.as_str()), "{}", e.as_str());
+        }
         assert_eq!(parse_body(b"{").unwrap_err().as_str(), "body_not_json");
+
         assert_eq!(parse_body(b"\xff").unwrap_err().as_str(), "body_not_json");
         assert_eq!(parse_body(b"[1]").unwrap_err().as_str(), "body_not_object");
         assert_eq!(

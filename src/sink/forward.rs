@@ -71,7 +71,10 @@ pub async fn run(
             continue;
         }
         if !announced && spool.pending() > batch.len() as u64 {
-            info!(pending = spool.pending(), "Publishing spooled events to Kafka.");
+            info!(
+                pending = spool.pending(),
+                "Publishing spooled events to Kafka."
+            );
             announced = true;
         }
         for (segment, record) in batch {

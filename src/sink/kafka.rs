@@ -113,7 +113,10 @@ impl BridgeContext {
             }
             Origin::Live { waiter: None } => {
                 let record = rebuild(delivery.stream, delivery.id, message);
-                if let Err(e) = self.spool.append_blocking(&record, SpoolCause::DeliveryFailed) {
+                if let Err(e) = self
+                    .spool
+                    .append_blocking(&record, SpoolCause::DeliveryFailed)
+                {
                     self.metrics
                         .event_discarded(spool_discard_reason(&e), &record.id, &e);
                 }
@@ -125,7 +128,10 @@ impl BridgeContext {
                     return;
                 }
                 let record = rebuild(delivery.stream, delivery.id, message);
-                match self.spool.append_blocking(&record, SpoolCause::ReplayFailed) {
+                match self
+                    .spool
+                    .append_blocking(&record, SpoolCause::ReplayFailed)
+                {
                     Ok(()) => self.spool.resolve(segment),
                     // Left unresolved in its segment: kept on disk, replayed after a restart.
                     Err(e) => warn!(
@@ -333,7 +339,10 @@ impl KafkaSink {
                 "ce_type".into(),
                 format!("com.tencentcloud.chat.{}", event.payload.type_name()).into_bytes(),
             ),
-            ("ce_time".into(), rfc3339_ms(event.event_time_ms).into_bytes()),
+            (
+                "ce_time".into(),
+                rfc3339_ms(event.event_time_ms).into_bytes(),
+            ),
             ("content-type".into(), b"application/json".to_vec()),
         ];
         if let Some(account) = &event.official_account {
@@ -356,7 +365,10 @@ impl KafkaSink {
             ("bridge_id".into(), dl.id.as_bytes().to_vec()),
             ("bridge_reason".into(), dl.reason.as_bytes().to_vec()),
             ("bridge_error".into(), dl.error.as_bytes().to_vec()),
-            ("bridge_sdk_app_id".into(), dl.sdk_app_id.to_string().into_bytes()),
+            (
+                "bridge_sdk_app_id".into(),
+                dl.sdk_app_id.to_string().into_bytes(),
+            ),
             ("bridge_command".into(), dl.command.as_bytes().to_vec()),
             (
                 "bridge_received_at_ms".into(),

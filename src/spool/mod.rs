@@ -108,6 +108,9 @@ enum Op {
     Close,
 }
 
+/// New records may fill the spool only up to `max - max / HEADROOM_DIVISOR`;
+/// the rest is kept for acknowledged records whose delivery fails later.
+pub const HEADROOM_DIVISOR: u64 = 8;
 /// Writes at most this many appends per sync.
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer (bounds the memory between request and disk).
@@ -198,10 +201,13 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Appends `record` and waits until it is durable (fsync'd).
+    /// Appends a record that is not acknowledged yet (request path) and waits
+    /// until it is durable (fsync'd). Keeps the last [`HEADROOM_DIVISOR`]th of
+    /// the spool free for records that are already acknowledged.
     pub async fn append(&self, record: &OutRecord, cause: SpoolCause) -> Result<(), SpoolError> {
         let (done, wait) = oneshot::channel();
-        let op = self.prepare(record, Some(done))?;
+        let soft_max = self.inner.max_bytes - self.inner.max_bytes / HEADROOM_DIVISOR;
+        let op = self.prepare(record, Some(done), soft_max)?;
         self.inner
             .tx
             .send(op)
@@ -214,10 +220,11 @@ impl Spool {
         result
     }
 
-    /// Appends `record` without waiting for the disk; for librdkafka's thread.
-    /// Blocks if the writer's queue is full.
+    /// Appends an acknowledged record whose delivery failed, without waiting
+    /// for the disk; for librdkafka's thread. May use the headroom. Blocks if
+    /// the writer's queue is full.
     pub fn append_blocking(&self, record: &OutRecord, cause: SpoolCause) -> Result<(), SpoolError> {
-        let op = self.prepare(record, None)?;
+        let op = self.prepare(record, None, self.inner.max_bytes)?;
         self.inner
             .tx
             .blocking_send(op)
@@ -230,11 +237,11 @@ impl Spool {
         &self,
         record: &OutRecord,
         done: Option<oneshot::Sender<Result<(), SpoolError>>>,
+        max: u64,
     ) -> Result<Op, SpoolError> {
         let mut frame = Vec::with_capacity(64 + record.payload.len());
         encode_frame(record, &mut frame);
         let size = frame.len() as u64;
-        let max = self.inner.max_bytes;
         self.inner
             .reserved
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
@@ -248,9 +255,10 @@ impl Spool {
         })
     }
 
-    /// `true` when another record of `bytes` would not fit.
+    /// `true` when a new (not yet acknowledged) record of `bytes` would not fit.
     pub fn is_full(&self, bytes: u64) -> bool {
-        self.inner.reserved.load(Ordering::Acquire) + bytes > self.inner.max_bytes
+        let soft_max = self.inner.max_bytes - self.inner.max_bytes / HEADROOM_DIVISOR;
+        self.inner.reserved.load(Ordering::Acquire) + bytes > soft_max
     }
 
     /// Records written and not yet resolved.
@@ -310,8 +318,9 @@ impl Spool {
             while out.len() < max && cursor.offset < len {
                 let mut header = [0u8; record::FRAME_HEADER];
                 r.read_exact(&mut header)?;
-                let (n, crc) = record::parse_header(&header)
-                    .ok_or_else(|| io::Error::other("corrupt frame header inside durable spool data"))?;
+                let (n, crc) = record::parse_header(&header).ok_or_else(|| {
+                    io::Error::other("corrupt frame header inside durable spool data")
+                })?;
                 let mut payload = vec![0; n];
                 r.read_exact(&mut payload)?;
                 if crc32fast::hash(&payload) != crc {
@@ -365,11 +374,9 @@ impl Spool {
             .find(|s| s.records > s.resolved)
             .and_then(|s| s.first_ts_ms);
         drop(segs);
-        self.inner.metrics.spool_state(
-            events,
-            self.inner.reserved.load(Ordering::Acquire),
-            oldest,
-        );
+        self.inner
+            .metrics
+            .spool_state(events, self.inner.reserved.load(Ordering::Acquire), oldest);
     }
 
     /// Refreshes the age gauge (called periodically).
@@ -472,7 +479,15 @@ fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, mut active: u64, segmen
                 }
             }
             let started = Instant::now();
-            let result = write_batch(&inner, &mut file, &mut active, segment_bytes, &buf, first_ts, batch.len() as u64);
+            let result = write_batch(
+                &inner,
+                &mut file,
+                &mut active,
+                segment_bytes,
+                &buf,
+                first_ts,
+                batch.len() as u64,
+            );
             inner.metrics.spool_write(started.elapsed());
             let reply = match result {
                 Ok(()) => Ok(()),
@@ -597,7 +612,10 @@ mod tests {
         let m = Arc::new(Metrics::new());
         let spool = Spool::open(&d, 1 << 20, 4096, m.clone()).expect("open");
         for i in 0..40 {
-            spool.append(&record(i, 200), SpoolCause::Accepted).await.expect("append");
+            spool
+                .append(&record(i, 200), SpoolCause::Accepted)
+                .await
+                .expect("append");
         }
         assert_eq!(spool.pending(), 40);
         let mut cursor = spool.start();
@@ -608,7 +626,10 @@ mod tests {
         }
         let segments: std::collections::BTreeSet<u64> = got.iter().map(|(s, _)| *s).collect();
         assert!(segments.len() > 2, "4 KiB segments rotate: {segments:?}");
-        assert!(read_all(&spool, &mut cursor).is_empty(), "the cursor is at the end");
+        assert!(
+            read_all(&spool, &mut cursor).is_empty(),
+            "the cursor is at the end"
+        );
         for (seg, _) in &got {
             spool.resolve(*seg);
         }
@@ -616,7 +637,13 @@ mod tests {
         // Every sealed segment is gone; only the active one may remain.
         let files = fs::read_dir(&d)
             .expect("dir")
-            .filter(|e| e.as_ref().expect("entry").path().extension().is_some_and(|x| x == "seg"))
+            .filter(|e| {
+                e.as_ref()
+                    .expect("entry")
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
             .count();
         assert!(files <= 1, "{files} segment files left");
         assert_eq!(metric(&m, "chat_bridge_spool_events"), 0.0);
@@ -630,7 +657,10 @@ mod tests {
         let m = Arc::new(Metrics::new());
         let spool = Spool::open(&d, 1 << 20, 1 << 20, m.clone()).expect("open");
         for i in 0..10 {
-            spool.append(&record(i, 50), SpoolCause::QueueFull).await.expect("append");
+            spool
+                .append(&record(i, 50), SpoolCause::QueueFull)
+                .await
+                .expect("append");
         }
         // Resolve the first three, as if delivered.
         let mut cursor = spool.start();
@@ -653,7 +683,8 @@ mod tests {
         drop(f);
 
         let m2 = Arc::new(Metrics::new());
-        let spool = Spool::open(&d, 1 << 20, 1 << 20, m2.clone()).expect("reopen despite the torn tail");
+        let spool =
+            Spool::open(&d, 1 << 20, 1 << 20, m2.clone()).expect("reopen despite the torn tail");
         // Resolution is not persisted: all ten come back (at-least-once).
         assert_eq!(spool.pending(), 10);
         let mut cursor = spool.start();
@@ -666,7 +697,10 @@ mod tests {
             (frame.len() / 2) as f64
         );
         // New appends after recovery go to a new segment and read back after.
-        spool.append(&record(10, 50), SpoolCause::QueueFull).await.expect("append");
+        spool
+            .append(&record(10, 50), SpoolCause::QueueFull)
+            .await
+            .expect("append");
         let more = read_all(&spool, &mut cursor);
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].1.id, "id-10");
@@ -699,13 +733,19 @@ mod tests {
         assert_eq!(spool.pending(), ok);
         assert!(spool.is_full(1024));
         let syncs = metric(&m, "chat_bridge_spool_syncs_total");
-        assert!(syncs >= 1.0 && syncs < ok as f64, "{syncs} syncs for {ok} appends: no group commit");
+        assert!(
+            syncs >= 1.0 && syncs < ok as f64,
+            "{syncs} syncs for {ok} appends: no group commit"
+        );
         // Draining makes room again.
         let mut cursor = spool.start();
         for (seg, _) in read_all(&spool, &mut cursor) {
             spool.resolve(seg);
         }
-        spool.append(&record(1000, 100), SpoolCause::Accepted).await.expect("room after draining");
+        spool
+            .append(&record(1000, 100), SpoolCause::Accepted)
+            .await
+            .expect("room after draining");
         tokio::task::block_in_place(|| spool.close());
         fs::remove_dir_all(&d).ok();
     }
@@ -719,6 +759,69 @@ mod tests {
         let err = second.err().expect("a second open must fail").to_string();
         assert!(err.contains("in use"), "{err}");
         first.close();
+        fs::remove_dir_all(&d).ok();
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+    use crate::metrics::Stream;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_read_back_exactly_once_after_reopen() {
+        let d = std::env::temp_dir().join(format!("ckb-spool-conc-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        let m = Arc::new(Metrics::new());
+        let spool = Spool::open(&d, 1 << 30, 64 * 1024, m.clone()).expect("open");
+        let mut tasks = Vec::new();
+        for c in 0..8u32 {
+            let s = spool.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..200u32 {
+                    let r = OutRecord {
+                        stream: Stream::Events,
+                        id: format!("{c}-{i}"),
+                        key: Some(format!("k{c}")),
+                        headers: vec![],
+                        payload: format!("payload {c} {i}").into_bytes(),
+                        timestamp_ms: 1,
+                    };
+                    s.append(&r, SpoolCause::Accepted).await.expect("append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        // Read some and resolve them, like the forwarder, while nothing else runs.
+        let mut cursor = spool.start();
+        let first = spool.read(&mut cursor, 300).expect("read");
+        for (seg, _) in &first {
+            spool.resolve(*seg);
+        }
+        tokio::task::block_in_place(|| spool.close());
+        drop(spool);
+        let spool = Spool::open(&d, 1 << 30, 64 * 1024, m).expect("reopen");
+        let mut cursor = spool.start();
+        let all = spool.read(&mut cursor, usize::MAX).expect("read");
+        let ids: std::collections::HashSet<_> = all.iter().map(|(_, r)| r.id.clone()).collect();
+        assert_eq!(ids.len(), all.len(), "duplicates after reopen");
+        for (_, r) in &all {
+            let (c, i) = r.id.split_once('-').expect("id");
+            assert_eq!(
+                r.payload,
+                format!("payload {c} {i}").into_bytes(),
+                "{}",
+                r.id
+            );
+        }
+        assert!(
+            all.len() >= 1600 - 300 && all.len() <= 1600,
+            "{}",
+            all.len()
+        );
+        tokio::task::block_in_place(|| spool.close());
         fs::remove_dir_all(&d).ok();
     }
 }

@@ -167,7 +167,11 @@ mod tests {
 
     fn sample(i: u8) -> OutRecord {
         OutRecord {
-            stream: if i.is_multiple_of(2) { Stream::Events } else { Stream::DeadLetter },
+            stream: if i.is_multiple_of(2) {
+                Stream::Events
+            } else {
+                Stream::DeadLetter
+            },
             id: format!("id-{i}"),
             key: (!i.is_multiple_of(3)).then(|| format!("@TOA#_{i}")),
             headers: vec![("ce_id".into(), vec![i; 3]), ("empty".into(), vec![])],

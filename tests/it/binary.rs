@@ -1,22 +1,18 @@
 //! The real `chat-kafka-bridge` binary: configuration errors, `--help`, the
-//! zero-config embedded default, and SIGTERM under traffic.
+//! zero-config embedded default, SIGTERM in every mode and SIGKILL + restart.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chat_kafka_bridge::callback::sign;
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::harness::{
-    APP_ID, TOKEN, bootstrap, consume, consume_blocking, create_topic, get, now_secs, unique,
+    APP_ID, TOKEN, bootstrap, consume_blocking, create_topic, get, now_secs, unique,
 };
+use crate::load::{Load, report, verify};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-kafka-bridge");
 
@@ -41,6 +37,10 @@ struct Bridge {
 impl Bridge {
     fn spawn(env: &[(&str, &str)]) -> Bridge {
         let mut cmd = command();
+        // A working directory of its own, so the default spool dir is fresh.
+        let cwd = crate::harness::spool_dir(&crate::harness::unique("cwd"));
+        std::fs::create_dir_all(&cwd).expect("cwd");
+        cmd.current_dir(&cwd);
         cmd.env("BRIDGE_LOG_FORMAT", "json")
             .env("BRIDGE_LISTEN", "127.0.0.1:0")
             .env("BRIDGE_ADMIN_LISTEN", "127.0.0.1:0")
@@ -234,137 +234,107 @@ async fn zero_config_run_publishes_to_the_embedded_broker() {
     assert!(bridge.wait(Duration::from_secs(30)).success());
 }
 
-/// SIGTERM while eight clients send as fast as they can: every callback
-/// answered OK is in Kafka exactly once, and the process exits 0.
+/// Fault 3: SIGTERM while clients send, in every ack mode: every callback
+/// answered OK is in Kafka, and the process exits 0 with nothing discarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_traffic_loses_no_acknowledged_callback() {
-    let topic = unique("sigterm");
+async fn sigterm_under_traffic_loses_no_acknowledged_callback_in_any_mode() {
+    for mode in ["enqueued", "spooled", "delivered"] {
+        let topic = unique(&format!("sigterm-{mode}"));
+        create_topic(&topic).await;
+        create_topic(&format!("{topic}-dlq")).await;
+        let app = APP_ID.to_string();
+        let mut bridge = Bridge::spawn(&[
+            ("BRIDGE_KAFKA_BROKERS", bootstrap()),
+            ("BRIDGE_KAFKA_TOPIC", &topic),
+            ("BRIDGE_SDKAPPID", &app),
+            ("BRIDGE_CALLBACK_TOKEN", TOKEN),
+            ("BRIDGE_SHUTDOWN_TIMEOUT", "20s"),
+            ("BRIDGE_ACK_MODE", mode),
+        ]);
+        let admin = bridge.admin.clone();
+        assert_eventually!(
+            get(&format!("{admin}/readyz")).await.0 == 200,
+            Duration::from_secs(30),
+            "bridge ready"
+        );
+        let load = Load::start(&bridge.callback, 8, 200.0, 5_000, &format!("term_{mode}"));
+        assert_eventually!(load.ok() >= 500, Duration::from_secs(30), "traffic flowing");
+        bridge.signal("-TERM");
+        let (status, bridge) = tokio::task::spawn_blocking(move || {
+            let s = bridge.wait(Duration::from_secs(40));
+            (s, bridge)
+        })
+        .await
+        .expect("wait thread");
+        let result = load.stop().await;
+        assert!(status.success(), "{mode}: exit status {status}");
+        let v = verify(bootstrap(), &topic, &result.acked).await;
+        report(&format!("bridge SIGTERM under load ({mode})"), &result, &v);
+        assert_eq!(
+            v.lost, 0,
+            "{mode}: acknowledged callbacks missing from Kafka"
+        );
+        assert_eq!(result.server_errors(), 0, "{mode}: {:?}", result.statuses);
+        let last = bridge
+            .log_with("Stopped. Final counts.")
+            .expect("final counts logged");
+        assert_eq!(last["discarded"], 0, "{mode}: {last}");
+        assert_eq!(last["unconfirmed"], 0, "{mode}: {last}");
+    }
+}
+
+/// Fault 4: SIGKILL under load in spooled mode, then a restart on the same
+/// spool: everything answered OK reaches Kafka (duplicates allowed, same id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_spooled_mode_then_restart_loses_nothing() {
+    let topic = unique("sigkill");
     create_topic(&topic).await;
     create_topic(&format!("{topic}-dlq")).await;
+    let spool = crate::harness::spool_dir(&topic);
+    let spool = spool.to_str().expect("utf-8").to_owned();
     let app = APP_ID.to_string();
-    let mut bridge = Bridge::spawn(&[
+    let env = [
         ("BRIDGE_KAFKA_BROKERS", bootstrap()),
-        ("BRIDGE_KAFKA_TOPIC", &topic),
-        ("BRIDGE_SDKAPPID", &app),
+        ("BRIDGE_KAFKA_TOPIC", topic.as_str()),
+        ("BRIDGE_SDKAPPID", app.as_str()),
         ("BRIDGE_CALLBACK_TOKEN", TOKEN),
-        ("BRIDGE_SHUTDOWN_TIMEOUT", "20s"),
-    ]);
+        ("BRIDGE_ACK_MODE", "spooled"),
+        ("BRIDGE_SPOOL_DIR", spool.as_str()),
+    ];
+    let bridge = Bridge::spawn(&env);
     let admin = bridge.admin.clone();
     assert_eventually!(
         get(&format!("{admin}/readyz")).await.0 == 200,
         Duration::from_secs(30),
         "bridge ready"
     );
-
-    const CLIENTS: usize = 8;
-    const MAX_PER_CLIENT: usize = 5_000;
-    let acked = Arc::new(Mutex::new(HashSet::<(String, u64)>::new()));
-    let ok_count = Arc::new(AtomicUsize::new(0));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        let (acked, ok_count, sent, failed, stop) = (
-            acked.clone(),
-            ok_count.clone(),
-            sent.clone(),
-            failed.clone(),
-            stop.clone(),
-        );
-        let base = bridge.callback.clone();
-        tasks.push(tokio::spawn(async move {
-            let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-            let account = format!("@TOA#_load_{c}");
-            for i in 0..MAX_PER_CLIENT as u64 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let event_time = 1_732_770_000_000 + i;
-                let body = format!(
-                    r#"{{"CallbackCommand":"OfficialAccount.CallbackAfterOfficialAccountFull","Official_Account":"{account}","EventTime":{event_time}}}"#
-                );
-                let t = now_secs().to_string();
-                let url = format!(
-                    "{base}?SdkAppid={APP_ID}&CallbackCommand=OfficialAccount.CallbackAfterOfficialAccountFull&Sign={}&RequestTime={t}",
-                    sign(TOKEN, &t)
-                );
-                let req = hyper::Request::post(url)
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("request");
-                sent.fetch_add(1, Ordering::Relaxed);
-                match client.request(req).await {
-                    Ok(resp) if resp.status() == 200 => {
-                        acked.lock().expect("lock").insert((account.clone(), event_time));
-                        ok_count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(resp) => panic!("unexpected status {} under load", resp.status()),
-                    Err(_) => {
-                        // The bridge stopped accepting: connection refused or closed.
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-            }
-        }));
-    }
-
-    // Let traffic build up, then SIGTERM mid-stream.
-    let counter = ok_count.clone();
+    let load = Load::start(&bridge.callback, 8, 200.0, 5_000, "kill");
     assert_eventually!(
-        counter.load(Ordering::Relaxed) >= 500,
+        load.ok() >= 1_000,
         Duration::from_secs(30),
         "traffic flowing"
     );
-    bridge.signal("-TERM");
-    let status = tokio::task::spawn_blocking(move || {
-        let s = bridge.wait(Duration::from_secs(40));
-        (s, bridge)
-    })
-    .await
-    .expect("wait thread");
-    let (status, bridge) = status;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("client task");
-    }
-    assert!(status.success(), "exit status {status}");
+    bridge.signal("-KILL");
+    let result = load.stop().await;
+    drop(bridge);
 
-    let acked = acked.lock().expect("lock").clone();
-    let records = consume(&topic, acked.len(), Duration::from_secs(60)).await;
-    let mut ids = HashSet::new();
-    let mut in_kafka = HashSet::new();
-    for r in &records {
-        let e = r.json();
-        ids.insert(e["id"].as_str().expect("id").to_owned());
-        in_kafka.insert((
-            e["official_account"].as_str().expect("account").to_owned(),
-            e["event_time_ms"].as_u64().expect("time"),
-        ));
-    }
-    let lost = acked.difference(&in_kafka).count();
-    let duplicates = records.len() - ids.len();
-    // Published but never answered (the client saw the connection close
-    // first) is allowed: Tencent would count it failed, nothing is lost.
-    let unanswered = in_kafka.difference(&acked).count();
-    eprintln!(
-        "[it] SIGTERM under load: sent {}, answered OK {}, refused after shutdown {}, records in Kafka {}, lost {lost}, duplicates {duplicates}, published but unanswered {unanswered}",
-        sent.load(Ordering::Relaxed),
-        acked.len(),
-        failed.load(Ordering::Relaxed),
-        records.len()
+    let bridge = Bridge::spawn(&env);
+    let admin = bridge.admin.clone();
+    assert_eventually!(
+        crate::harness::metric(&admin, "chat_bridge_spool_events").await == 0.0
+            && crate::harness::metric(&admin, "chat_bridge_kafka_unconfirmed_events").await == 0.0
+            && get(&format!("{admin}/readyz")).await.0 == 200,
+        Duration::from_secs(60),
+        "the restarted bridge publishes its spool"
     );
-    assert!(acked.len() >= 500);
-    assert_eq!(lost, 0, "acknowledged callbacks missing from Kafka");
-    assert_eq!(duplicates, 0);
-    let last = bridge
-        .log_with("Stopped. Final counts.")
-        .expect("final counts logged");
-    assert_eq!(last["failed"], 0, "{last}");
-    assert_eq!(last["unconfirmed"], 0, "{last}");
-    assert_eq!(
-        last["delivered"].as_u64(),
-        Some(records.len() as u64),
-        "{last}"
+    let replayed = crate::harness::metric(&admin, "chat_bridge_spool_replayed_total").await;
+    let v = verify(bootstrap(), &topic, &result.acked).await;
+    report(
+        "bridge SIGKILL under load, restarted (spooled)",
+        &result,
+        &v,
     );
+    eprintln!("[fault]   replayed after restart: {replayed}");
+    assert_eq!(v.lost, 0, "acknowledged callbacks missing from Kafka");
+    bridge.signal("-TERM");
 }

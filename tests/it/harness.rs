@@ -68,13 +68,23 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates `topic` with [`PARTITIONS`] partitions on the shared broker.
 pub async fn create_topic(topic: &str) {
+    create_topic_on(bootstrap(), topic, 1).await;
+}
+
+/// Creates `topic` with [`PARTITIONS`] partitions and replication factor
+/// `replication` on the cluster at `brokers`.
+pub async fn create_topic_on(brokers: &str, topic: &str, replication: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                topic,
+                PARTITIONS,
+                TopicReplication::Fixed(replication),
+            )],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await
@@ -111,9 +121,14 @@ impl TestBridge {
         bridge
     }
 
-    /// Starts a bridge against `brokers` without creating topics or waiting.
+    /// Starts a bridge against `brokers` without creating topics or waiting,
+    /// with a spool directory of its own.
     pub async fn start_with(brokers: &str, topic: &str, dlq: &str, extra: &[&str]) -> TestBridge {
         let app_id = APP_ID.to_string();
+        let spool = spool_dir(&unique("spool"));
+
+        let spool = spool.to_str().expect("utf-8 path");
+        let own_spool = !extra.contains(&"--spool-dir");
         let mut args = vec![
             "chat-kafka-bridge",
             "--listen",
@@ -133,6 +148,10 @@ impl TestBridge {
             "--shutdown-timeout",
             "15s",
         ];
+        if own_spool {
+            args.extend_from_slice(&["--spool-dir", spool]);
+        }
+
         args.extend_from_slice(extra);
         let cli = Cli::try_parse_from(args).expect("valid test flags");
         let config = Config::load(cli, Vec::new()).expect("valid test config");
@@ -221,6 +240,13 @@ impl Drop for TestBridge {
             let _ = s.send(());
         }
     }
+}
+
+/// A fresh spool directory for the bridge that writes `topic`.
+pub fn spool_dir(topic: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("spool-{topic}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// Unix seconds now.
@@ -399,18 +425,28 @@ pub fn consume_blocking(
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
+    // Every record in the topic, by the high watermarks. A failed lookup is
+    // an error, never "0 records": that would end the read early.
     let total = |c: &BaseConsumer| -> usize {
         (0..partitions)
             .map(|p| {
-                c.fetch_watermarks(topic, p, Duration::from_secs(5))
-                    .map_or(0, |(lo, hi)| (hi - lo) as usize)
+                let (lo, hi) = c
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
+                (hi - lo) as usize
             })
             .sum()
     };
+    let mut want = expected.max(total(&consumer));
     while Instant::now() < deadline {
-        if out.len() >= expected && out.len() >= total(&consumer) {
-            break;
+        if out.len() >= want {
+            // Records may have arrived since: read those too.
+            want = total(&consumer);
+            if out.len() >= want {
+                break;
+            }
         }
+
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
@@ -440,8 +476,14 @@ pub fn consume_blocking(
 
 /// Records in `topic` right now, from the high watermarks.
 pub async fn count_records(topic: &str) -> usize {
+    count_records_on(bootstrap(), topic).await
+}
+
+/// Records in `topic` on the cluster at `brokers`.
+pub async fn count_records_on(brokers: &str, topic: &str) -> usize {
     let topic = topic.to_owned();
-    let bootstrap = bootstrap().to_owned();
+    let bootstrap = brokers.to_owned();
+
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)

@@ -5,9 +5,11 @@
 mod kafka;
 #[macro_use]
 mod harness;
+mod load;
 
 mod admin;
 mod binary;
 mod dead_letter;
 mod publish;
 mod rejections;
+mod reliability;

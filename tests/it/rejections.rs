@@ -286,11 +286,12 @@ async fn an_app_without_a_token_needs_no_signature() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Kafka unreachable: the first callback is queued and answered OK; when the
-/// producer's (deliberately tiny) queue is full the next gets 503; and the
-/// queued one's delivery failure is counted by class when it times out.
+/// Kafka unreachable (enqueued mode): callbacks go to the producer's queue
+/// (one slot here), then to the spool; once the spool is full, 503
+/// (`spool_full`). The queued one's delivery failure is counted by class
+/// and spooled, and nothing acknowledged is dropped, even at shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_full_is_503_and_failed_deliveries_are_counted() {
+async fn an_outage_spills_to_the_spool_and_a_full_spool_is_503() {
     let topic = crate::harness::unique("unreachable");
     let bridge = TestBridge::start_with(
         "127.0.0.1:1",
@@ -301,6 +302,8 @@ async fn queue_full_is_503_and_failed_deliveries_are_counted() {
             "queue.buffering.max.messages=1",
             "--kafka-property",
             "message.timeout.ms=1500",
+            "--spool-max-bytes",
+            "65536",
         ],
     )
     .await;
@@ -310,31 +313,46 @@ async fn queue_full_is_503_and_failed_deliveries_are_counted() {
         Duration::from_secs(10),
         "bridge up"
     );
+    // In the queue, then timed out and spooled by the delivery callback.
     assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
-    let r = bridge.send_fixture("oa-after-create.json").await;
-    assert_eq!(r.status, 503, "{r:?}");
-    assert_eq!(r.json["ErrorCode"], 5030);
-    assert_eq!(
-        bridge
-            .metric(r#"chat_bridge_callbacks_rejected_total{reason="producer_queue_full"}"#)
-            .await,
-        1.0
-    );
     assert_eventually!(
         bridge
             .metric(r#"chat_bridge_kafka_deliveries_total{error_class="timeout",result="failed",stream="events"}"#)
             .await
-            == 1.0,
+            == 1.0
+            && bridge
+                .metric(r#"chat_bridge_spool_appends_total{cause="delivery_failed"}"#)
+                .await
+                == 1.0,
         Duration::from_secs(15),
-        "the undeliverable event is counted as failed (timeout)"
+        "the undeliverable event is counted as failed (timeout) and spooled"
     );
+    // Fill the spool.
+    let mut ok = 1;
+    let mut refused = None;
+    for _ in 0..2000 {
+        let r = bridge.send_fixture("oa-after-send-msg.json").await;
+        match r.status {
+            200 => ok += 1,
+            _ => {
+                refused = Some(r);
+                break;
+            }
+        }
+    }
+    let r = refused.expect("the spool never filled");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json["ErrorCode"], 5032, "{r:?}");
     assert_eq!(
-        bridge.metric("chat_bridge_kafka_unconfirmed_events").await,
-        0.0
+        bridge
+            .metric(r#"chat_bridge_callbacks_rejected_total{reason="spool_full"}"#)
+            .await,
+        1.0
     );
+    assert!(ok > 50, "only {ok} callbacks fit in 64 KiB");
     let totals = bridge.stop().await;
-    assert_eq!(
-        (totals.accepted, totals.failed, totals.delivered),
-        (1, 1, 0)
-    );
+    assert_eq!(totals.accepted, ok);
+    assert_eq!(totals.discarded, 0, "acknowledged events were dropped");
+    // Everything acknowledged is in the spool (queued ones were purged into it).
+    assert_eq!(totals.spooled, ok);
 }
