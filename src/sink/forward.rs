@@ -18,6 +18,8 @@ use crate::spool::Spool;
 const MAX_IN_FLIGHT: usize = 10_000;
 /// Records read from disk per batch.
 const BATCH: usize = 500;
+/// How often delivery progress is checkpointed: bounds what a crash replays.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs until `stopped` resolves. `kafka_ok` is the readiness probe's view.
 pub async fn run(
@@ -32,7 +34,13 @@ pub async fn run(
     let mut written = spool.subscribe();
     let mut cursor = spool.start();
     let mut announced = false;
+    let mut checkpointed = std::time::Instant::now();
     loop {
+        if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+            let s = spool.clone();
+            let _ = tokio::task::spawn_blocking(move || s.checkpoint()).await;
+            checkpointed = std::time::Instant::now();
+        }
         if !kafka_ok.load(Ordering::Acquire) {
             tokio::select! {
                 () = &mut stopped => return,
@@ -66,7 +74,7 @@ pub async fn run(
             tokio::select! {
                 () = &mut stopped => return,
                 _ = written.changed() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
             }
             continue;
         }
@@ -77,13 +85,13 @@ pub async fn run(
             );
             announced = true;
         }
-        for (segment, record) in batch {
+        for (ticket, record) in batch {
             loop {
                 let permit = tokio::select! {
                     () = &mut stopped => return,
                     p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
                 };
-                match sink.send(&record, Origin::Replay { segment, permit }) {
+                match sink.send(&record, Origin::Replay { ticket, permit }) {
                     Ok(()) => break,
                     Err(EnqueueError::QueueFull) | Err(EnqueueError::Other(_)) => {
                         // Back off; the record is still only in the spool.
@@ -96,7 +104,7 @@ pub async fn run(
                         // Larger than message.max.bytes now (the setting changed
                         // since it was spooled): it can never be sent.
                         metrics.spool_discarded("record_too_large");
-                        spool.resolve(segment);
+                        spool.resolve(ticket);
                         break;
                     }
                 }

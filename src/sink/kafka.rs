@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::KafkaConfig;
 use crate::event::{DeadLetter, Event};
 use crate::metrics::{Metrics, SpoolCause, Stream};
-use crate::spool::Spool;
+use crate::spool::{Spool, Ticket};
 
 /// Why a record could not be handed to the producer.
 #[derive(Debug)]
@@ -77,8 +77,8 @@ pub enum Origin {
     },
     /// A record read back from the spool.
     Replay {
-        /// Its spool segment, resolved once delivered or re-spooled.
-        segment: u64,
+        /// Its place in the spool, resolved once delivered or re-spooled.
+        ticket: Ticket,
         /// Bounds the forwarder's records in flight; released with the report.
         permit: OwnedSemaphorePermit,
     },
@@ -121,7 +121,7 @@ impl BridgeContext {
                         .event_discarded(spool_discard_reason(&e), &record.id, &e);
                 }
             }
-            Origin::Replay { segment, permit } => {
+            Origin::Replay { ticket, permit } => {
                 drop(permit);
                 if self.shutting_down.load(Ordering::Acquire) {
                     // Still in its segment: replayed on the next start.
@@ -132,7 +132,7 @@ impl BridgeContext {
                     .spool
                     .append_blocking(&record, SpoolCause::ReplayFailed)
                 {
-                    Ok(()) => self.spool.resolve(segment),
+                    Ok(()) => self.spool.resolve(ticket),
                     // Left unresolved in its segment: kept on disk, replayed after a restart.
                     Err(e) => warn!(
                         event_id = %record.id,
@@ -215,10 +215,10 @@ impl ProducerContext for BridgeContext {
                             let _ = w.send(true);
                         }
                     }
-                    Origin::Replay { segment, permit } => {
+                    Origin::Replay { ticket, permit } => {
                         drop(permit);
                         self.metrics.replayed();
-                        self.spool.resolve(segment);
+                        self.spool.resolve(ticket);
                     }
                 }
             }

@@ -8,12 +8,16 @@
 //! record in it is *resolved* (delivered, or re-appended after a failed
 //! replay). Crash safety: every frame carries its length and CRC, and on
 //! start a torn tail is cut off (logged and counted), never blocking startup.
+//! The resolved prefix is checkpointed every couple of seconds, so a crash
+//! replays only the records after it.
 
+mod progress;
 mod record;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,9 +25,13 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+pub use progress::Ticket;
 pub use record::{Frame, decode, encode_frame, read_frame};
+
+use progress::Progress;
+use writer::{recover_segment, writer};
 
 use crate::metrics::{Metrics, SpoolCause};
 use crate::sink::OutRecord;
@@ -77,6 +85,9 @@ struct Inner {
     written: watch::Sender<u64>,
     metrics: Arc<Metrics>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    progress: Mutex<Progress>,
+    /// Where reading starts: the checkpoint, or the oldest segment.
+    start: Cursor,
     _lock: File,
 }
 
@@ -154,20 +165,37 @@ impl Spool {
             })
             .collect();
         ids.sort_unstable();
+        let checkpoint = progress::load(dir);
         let mut total = 0;
+        let mut start = None;
         for id in &ids {
             let path = segment_path(dir, *id);
-            let seg = recover_segment(&path, &metrics)
+            // Records before the checkpoint are known to be in Kafka.
+            let resolved_until = match checkpoint {
+                Some(c) if c.segment > *id => u64::MAX,
+                Some(c) if c.segment == *id => c.offset,
+                _ => 0,
+            };
+            let seg = recover_segment(&path, &metrics, resolved_until)
                 .with_context(|| format!("recovering spool segment {}", path.display()))?;
-            if seg.records == 0 {
+            if seg.records == 0 || seg.resolved >= seg.records {
                 let _ = fs::remove_file(&path);
                 continue;
+            }
+            if start.is_none() {
+                start = Some(match checkpoint {
+                    Some(c) if c.segment == *id => c,
+                    _ => Cursor {
+                        segment: *id,
+                        offset: 0,
+                    },
+                });
             }
             total += seg.len;
             segments.map.insert(*id, seg);
         }
         let next_id = ids.last().map_or(1, |last| last + 1);
-        let pending: u64 = segments.map.values().map(|s| s.records).sum();
+        let pending: u64 = segments.map.values().map(|s| s.records - s.resolved).sum();
         if pending > 0 {
             info!(
                 dir = %dir.display(),
@@ -189,6 +217,8 @@ impl Spool {
             written,
             metrics,
             writer: Mutex::new(None),
+            progress: Mutex::new(Progress::default()),
+            start: start.unwrap_or_default(),
             _lock: lock,
         });
         let writer_inner = inner.clone();
@@ -272,18 +302,15 @@ impl Spool {
         self.inner.written.subscribe()
     }
 
-    /// The oldest position in the spool.
+    /// Where reading starts: after the last checkpoint, else the oldest segment.
     pub fn start(&self) -> Cursor {
-        let segs = self.inner.segments.lock().expect("not poisoned");
-        Cursor {
-            segment: segs.map.keys().next().copied().unwrap_or(0),
-            offset: 0,
-        }
+        self.inner.start
     }
 
     /// Reads up to `max` records after `cursor` (only durable data) and
-    /// advances it. Returns each record with its segment id for [`Spool::resolve`].
-    pub fn read(&self, cursor: &mut Cursor, max: usize) -> io::Result<Vec<(u64, OutRecord)>> {
+    /// advances it. Each record comes with the [`Ticket`] to pass to
+    /// [`Spool::resolve`] once it is delivered or re-spooled.
+    pub fn read(&self, cursor: &mut Cursor, max: usize) -> io::Result<Vec<(Ticket, OutRecord)>> {
         let mut out = Vec::new();
         while out.len() < max {
             let (len, sealed, next) = {
@@ -327,12 +354,18 @@ impl Spool {
                     return Err(io::Error::other("CRC mismatch inside durable spool data"));
                 }
                 cursor.offset += (record::FRAME_HEADER + n) as u64;
+                let ticket = self
+                    .inner
+                    .progress
+                    .lock()
+                    .expect("not poisoned")
+                    .issue(*cursor);
                 match decode(&payload) {
-                    Some(rec) => out.push((cursor.segment, rec)),
+                    Some(rec) => out.push((ticket, rec)),
                     None => {
                         // CRC-clean but undecodable: a format we do not know.
                         self.inner.metrics.spool_discarded("undecodable");
-                        self.resolve(cursor.segment);
+                        self.resolve(ticket);
                     }
                 }
             }
@@ -340,8 +373,14 @@ impl Spool {
         Ok(out)
     }
 
-    /// One record of `segment` was delivered or re-spooled.
-    pub fn resolve(&self, segment: u64) {
+    /// The record of `ticket` was delivered or re-spooled.
+    pub fn resolve(&self, ticket: Ticket) {
+        self.inner
+            .progress
+            .lock()
+            .expect("not poisoned")
+            .resolve(ticket);
+        let segment = ticket.segment;
         let mut segs = self.inner.segments.lock().expect("not poisoned");
         let Some(seg) = segs.map.get_mut(&segment) else {
             return;
@@ -379,9 +418,18 @@ impl Spool {
             .spool_state(events, self.inner.reserved.load(Ordering::Acquire), oldest);
     }
 
-    /// Refreshes the age gauge (called periodically).
+    /// Refreshes the gauges and writes the checkpoint (called every couple of seconds).
     pub fn tick(&self) {
         self.update_gauges();
+        self.checkpoint();
+    }
+
+    /// Persists how far delivery has got, if it moved (an fsync and a rename).
+    pub fn checkpoint(&self) {
+        let mut progress = self.inner.progress.lock().expect("not poisoned");
+        if let Err(e) = progress.persist(&self.inner.dir) {
+            warn!(error = %e, "Writing the spool checkpoint failed; a crash now would replay more.");
+        }
     }
 
     /// Stops the writer after everything queued so far is durable.
@@ -391,437 +439,9 @@ impl Spool {
         if let Some(h) = handle {
             let _ = h.join();
         }
-    }
-}
-
-/// Scans a segment, cuts a torn tail, and returns its bookkeeping (sealed).
-fn recover_segment(path: &Path, metrics: &Metrics) -> io::Result<Segment> {
-    let data = fs::read(path)?;
-    let mut seg = Segment {
-        sealed: true,
-        ..Segment::default()
-    };
-    let mut at = 0;
-    loop {
-        match read_frame(&data[at..]) {
-            Frame::Whole(payload, size) => {
-                if seg.first_ts_ms.is_none() {
-                    seg.first_ts_ms = decode(payload).map(|r| r.timestamp_ms);
-                }
-                seg.records += 1;
-                at += size;
-            }
-            Frame::End => break,
-            Frame::Torn => {
-                let dropped = data.len() - at;
-                warn!(
-                    segment = %path.display(),
-                    kept_records = seg.records,
-                    dropped_bytes = dropped,
-                    "Spool segment ends in a torn write (the process died mid-append); cutting it off. Those bytes were never acknowledged."
-                );
-                metrics.spool_torn_bytes(dropped as u64);
-                let f = OpenOptions::new().write(true).open(path)?;
-                f.set_len(at as u64)?;
-                f.sync_all()?;
-                break;
-            }
-        }
-    }
-    seg.len = at as u64;
-    Ok(seg)
-}
-
-fn open_segment(dir: &Path, id: u64) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(segment_path(dir, id))?;
-    // Make the new file's directory entry durable too.
-    File::open(dir)?.sync_all()?;
-    Ok(f)
-}
-
-/// The writer thread: batches appends, writes them, syncs once per batch.
-fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Op>, mut active: u64, segment_bytes: u64) {
-    let mut file: Option<File> = None;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut buf = Vec::new();
-    loop {
-        let Some(first) = rx.blocking_recv() else {
-            return;
-        };
-        let mut closing = false;
-        batch.clear();
-        match first {
-            Op::Close => closing = true,
-            op => batch.push(op),
-        }
-        while !closing && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Op::Close) => closing = true,
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() {
-            buf.clear();
-            let mut first_ts = None;
-            for op in &batch {
-                if let Op::Append {
-                    frame,
-                    timestamp_ms,
-                    ..
-                } = op
-                {
-                    buf.extend_from_slice(frame);
-                    first_ts.get_or_insert(*timestamp_ms);
-                }
-            }
-            let started = Instant::now();
-            let result = write_batch(
-                &inner,
-                &mut file,
-                &mut active,
-                segment_bytes,
-                &buf,
-                first_ts,
-                batch.len() as u64,
-            );
-            inner.metrics.spool_write(started.elapsed());
-            let reply = match result {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    error!(error = %e, "Writing to the spool failed.");
-                    inner.reserved.fetch_sub(buf.len() as u64, Ordering::AcqRel);
-                    // A failed write may have left a partial frame: start a new segment.
-                    file = None;
-                    Err(SpoolError::Io(e.to_string()))
-                }
-            };
-            let failed = reply.is_err();
-            for op in batch.drain(..) {
-                if let Op::Append { done, .. } = op {
-                    match done {
-                        Some(done) => {
-                            let _ = done.send(reply.clone());
-                        }
-                        None if failed => inner.metrics.spool_discarded("spool_write_failed"),
-                        None => {}
-                    }
-                }
-            }
-            inner.written.send_modify(|n| *n += 1);
-            Spool {
-                inner: inner.clone(),
-            }
-            .update_gauges();
-        }
-        if closing {
-            if let Some(f) = &file {
-                let _ = f.sync_all();
-            }
-            return;
-        }
-    }
-}
-
-fn write_batch(
-    inner: &Inner,
-    file: &mut Option<File>,
-    active: &mut u64,
-    segment_bytes: u64,
-    buf: &[u8],
-    first_ts: Option<i64>,
-    records: u64,
-) -> io::Result<()> {
-    {
-        let mut segs = inner.segments.lock().expect("not poisoned");
-        let len = segs.map.get(active).map_or(0, |s| s.len);
-        if file.is_none() || (len > 0 && len + buf.len() as u64 > segment_bytes) {
-            // Seal the current segment (deleting it if already forwarded) and start the next.
-            if let Some(seg) = segs.map.get_mut(active) {
-                seg.sealed = true;
-                if seg.resolved >= seg.records {
-                    let len = seg.len;
-                    segs.map.remove(active);
-                    let _ = fs::remove_file(segment_path(&inner.dir, *active));
-                    inner.reserved.fetch_sub(len, Ordering::AcqRel);
-                }
-            }
-            if file.is_some() || segs.map.contains_key(active) {
-                *active += 1;
-            }
-            while segs.map.contains_key(active) {
-                *active += 1;
-            }
-            *file = Some(open_segment(&inner.dir, *active)?);
-            segs.map.insert(*active, Segment::default());
-        }
-    }
-    let f = file.as_mut().expect("opened above");
-    f.write_all(buf)?;
-    f.sync_data()?;
-    let mut segs = inner.segments.lock().expect("not poisoned");
-    let seg = segs.map.entry(*active).or_default();
-    seg.len += buf.len() as u64;
-    seg.records += records;
-    if seg.first_ts_ms.is_none() {
-        seg.first_ts_ms = first_ts;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::metrics::Stream;
-
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ckb-spool-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
-    }
-
-    fn record(i: u32, size: usize) -> OutRecord {
-        OutRecord {
-            stream: Stream::Events,
-            id: format!("id-{i}"),
-            key: Some(format!("@TOA#_{}", i % 7)),
-            headers: vec![("bridge_seq".into(), i.to_string().into_bytes())],
-            payload: vec![b'x'; size],
-            timestamp_ms: 1_732_770_000_000 + i64::from(i),
-        }
-    }
-
-    fn metric(m: &Metrics, name: &str) -> f64 {
-        let text = String::from_utf8(m.render()).expect("utf-8");
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    fn read_all(spool: &Spool, cursor: &mut Cursor) -> Vec<(u64, OutRecord)> {
-        spool.read(cursor, usize::MAX).expect("read")
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn appends_read_back_in_order_and_resolved_segments_are_deleted() {
-        let d = dir("order");
-        let m = Arc::new(Metrics::new());
-        let spool = Spool::open(&d, 1 << 20, 4096, m.clone()).expect("open");
-        for i in 0..40 {
-            spool
-                .append(&record(i, 200), SpoolCause::Accepted)
-                .await
-                .expect("append");
-        }
-        assert_eq!(spool.pending(), 40);
-        let mut cursor = spool.start();
-        let got = read_all(&spool, &mut cursor);
-        assert_eq!(got.len(), 40);
-        for (i, (_, r)) in got.iter().enumerate() {
-            assert_eq!(*r, record(i as u32, 200), "record {i}");
-        }
-        let segments: std::collections::BTreeSet<u64> = got.iter().map(|(s, _)| *s).collect();
-        assert!(segments.len() > 2, "4 KiB segments rotate: {segments:?}");
-        assert!(
-            read_all(&spool, &mut cursor).is_empty(),
-            "the cursor is at the end"
-        );
-        for (seg, _) in &got {
-            spool.resolve(*seg);
-        }
-        assert_eq!(spool.pending(), 0);
-        // Every sealed segment is gone; only the active one may remain.
-        let files = fs::read_dir(&d)
-            .expect("dir")
-            .filter(|e| {
-                e.as_ref()
-                    .expect("entry")
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "seg")
-            })
-            .count();
-        assert!(files <= 1, "{files} segment files left");
-        assert_eq!(metric(&m, "chat_bridge_spool_events"), 0.0);
-        tokio::task::block_in_place(|| spool.close());
-        fs::remove_dir_all(&d).ok();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_restart_replays_what_was_not_resolved_and_cuts_a_torn_tail() {
-        let d = dir("restart");
-        let m = Arc::new(Metrics::new());
-        let spool = Spool::open(&d, 1 << 20, 1 << 20, m.clone()).expect("open");
-        for i in 0..10 {
-            spool
-                .append(&record(i, 50), SpoolCause::QueueFull)
-                .await
-                .expect("append");
-        }
-        // Resolve the first three, as if delivered.
-        let mut cursor = spool.start();
-        let got = read_all(&spool, &mut cursor);
-        for (seg, _) in &got[..3] {
-            spool.resolve(*seg);
-        }
-        tokio::task::block_in_place(|| spool.close());
-        drop(spool);
-        // The process "dies" mid-append: half a frame at the end of the segment.
-        let seg = fs::read_dir(&d)
-            .expect("dir")
-            .map(|e| e.expect("entry").path())
-            .find(|p| p.extension().is_some_and(|x| x == "seg"))
-            .expect("a segment");
-        let mut frame = Vec::new();
-        encode_frame(&record(99, 500), &mut frame);
-        let mut f = OpenOptions::new().append(true).open(&seg).expect("open");
-        f.write_all(&frame[..frame.len() / 2]).expect("write");
-        drop(f);
-
-        let m2 = Arc::new(Metrics::new());
-        let spool =
-            Spool::open(&d, 1 << 20, 1 << 20, m2.clone()).expect("reopen despite the torn tail");
-        // Resolution is not persisted: all ten come back (at-least-once).
-        assert_eq!(spool.pending(), 10);
-        let mut cursor = spool.start();
-        let again = read_all(&spool, &mut cursor);
-        let ids: Vec<_> = again.iter().map(|(_, r)| r.id.clone()).collect();
-        let want: Vec<_> = (0..10).map(|i| format!("id-{i}")).collect();
-        assert_eq!(ids, want);
-        assert_eq!(
-            metric(&m2, "chat_bridge_spool_torn_bytes_total"),
-            (frame.len() / 2) as f64
-        );
-        // New appends after recovery go to a new segment and read back after.
-        spool
-            .append(&record(10, 50), SpoolCause::QueueFull)
-            .await
-            .expect("append");
-        let more = read_all(&spool, &mut cursor);
-        assert_eq!(more.len(), 1);
-        assert_eq!(more[0].1.id, "id-10");
-        tokio::task::block_in_place(|| spool.close());
-        fs::remove_dir_all(&d).ok();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_spool_refuses_and_concurrent_appends_share_syncs() {
-        let d = dir("full");
-        let m = Arc::new(Metrics::new());
-        let spool = Spool::open(&d, 64 * 1024, 16 * 1024, m.clone()).expect("open");
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let s = spool.clone();
-            tasks.push(tokio::spawn(async move {
-                s.append(&record(i, 400), SpoolCause::Accepted).await
-            }));
-        }
-        let mut ok = 0;
-        let mut full = 0;
-        for t in tasks {
-            match t.await.expect("task") {
-                Ok(()) => ok += 1,
-                Err(SpoolError::Full) => full += 1,
-                Err(e) => panic!("unexpected {e}"),
-            }
-        }
-        assert!(ok > 100 && full > 0, "ok {ok}, full {full}");
-        assert_eq!(spool.pending(), ok);
-        assert!(spool.is_full(1024));
-        let syncs = metric(&m, "chat_bridge_spool_syncs_total");
-        assert!(
-            syncs >= 1.0 && syncs < ok as f64,
-            "{syncs} syncs for {ok} appends: no group commit"
-        );
-        // Draining makes room again.
-        let mut cursor = spool.start();
-        for (seg, _) in read_all(&spool, &mut cursor) {
-            spool.resolve(seg);
-        }
-        spool
-            .append(&record(1000, 100), SpoolCause::Accepted)
-            .await
-            .expect("room after draining");
-        tokio::task::block_in_place(|| spool.close());
-        fs::remove_dir_all(&d).ok();
-    }
-
-    #[test]
-    fn one_directory_serves_one_process() {
-        let d = dir("lock");
-        let m = Arc::new(Metrics::new());
-        let first = Spool::open(&d, 1 << 20, 1 << 20, m.clone()).expect("open");
-        let second = Spool::open(&d, 1 << 20, 1 << 20, m);
-        let err = second.err().expect("a second open must fail").to_string();
-        assert!(err.contains("in use"), "{err}");
-        first.close();
-        fs::remove_dir_all(&d).ok();
+        self.checkpoint();
     }
 }
 
 #[cfg(test)]
-mod concurrency_tests {
-    use super::*;
-    use crate::metrics::Stream;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_read_back_exactly_once_after_reopen() {
-        let d = std::env::temp_dir().join(format!("ckb-spool-conc-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        let m = Arc::new(Metrics::new());
-        let spool = Spool::open(&d, 1 << 30, 64 * 1024, m.clone()).expect("open");
-        let mut tasks = Vec::new();
-        for c in 0..8u32 {
-            let s = spool.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in 0..200u32 {
-                    let r = OutRecord {
-                        stream: Stream::Events,
-                        id: format!("{c}-{i}"),
-                        key: Some(format!("k{c}")),
-                        headers: vec![],
-                        payload: format!("payload {c} {i}").into_bytes(),
-                        timestamp_ms: 1,
-                    };
-                    s.append(&r, SpoolCause::Accepted).await.expect("append");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("task");
-        }
-        // Read some and resolve them, like the forwarder, while nothing else runs.
-        let mut cursor = spool.start();
-        let first = spool.read(&mut cursor, 300).expect("read");
-        for (seg, _) in &first {
-            spool.resolve(*seg);
-        }
-        tokio::task::block_in_place(|| spool.close());
-        drop(spool);
-        let spool = Spool::open(&d, 1 << 30, 64 * 1024, m).expect("reopen");
-        let mut cursor = spool.start();
-        let all = spool.read(&mut cursor, usize::MAX).expect("read");
-        let ids: std::collections::HashSet<_> = all.iter().map(|(_, r)| r.id.clone()).collect();
-        assert_eq!(ids.len(), all.len(), "duplicates after reopen");
-        for (_, r) in &all {
-            let (c, i) = r.id.split_once('-').expect("id");
-            assert_eq!(
-                r.payload,
-                format!("payload {c} {i}").into_bytes(),
-                "{}",
-                r.id
-            );
-        }
-        assert!(
-            all.len() >= 1600 - 300 && all.len() <= 1600,
-            "{}",
-            all.len()
-        );
-        tokio::task::block_in_place(|| spool.close());
-        fs::remove_dir_all(&d).ok();
-    }
-}
+mod tests;

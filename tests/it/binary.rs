@@ -314,6 +314,8 @@ async fn sigkill_in_spooled_mode_then_restart_loses_nothing() {
         Duration::from_secs(30),
         "traffic flowing"
     );
+    // Long enough for the forwarder to have checkpointed its progress.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     bridge.signal("-KILL");
     let result = load.stop().await;
     drop(bridge);
