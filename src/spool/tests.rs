@@ -191,10 +191,7 @@ fn one_directory_serves_one_process() {
 }
 
 mod concurrency {
-    use std::io::Write as _;
-
     use super::*;
-    use crate::metrics::Stream;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_read_back_exactly_once_after_reopen() {
