@@ -386,7 +386,9 @@ impl Spool {
             return;
         };
         seg.resolved += 1;
-        if seg.sealed && seg.resolved >= seg.records {
+        // Also the segment being written: the writer counts records before
+        // writing them, and starts a new segment when its own is gone.
+        if seg.resolved >= seg.records {
             let len = seg.len;
             segs.map.remove(&segment);
             drop(segs);

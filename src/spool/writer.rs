@@ -171,9 +171,14 @@ fn write_batch(
 ) -> io::Result<()> {
     {
         let mut segs = inner.segments.lock().expect("not poisoned");
-        let len = segs.map.get(active).map_or(0, |s| s.len);
-        if file.is_none() || (len > 0 && len + buf.len() as u64 > segment_bytes) {
-            // Seal the current segment (deleting it if already forwarded) and start the next.
+        let current = segs.map.get(active).map(|s| s.len);
+        // Rotate when there is no file yet, when the segment is full, or when
+        // it was deleted because everything in it was delivered.
+        let rotate = match (file.is_some(), current) {
+            (false, _) | (true, None) => true,
+            (true, Some(len)) => len > 0 && len + buf.len() as u64 > segment_bytes,
+        };
+        if rotate {
             if let Some(seg) = segs.map.get_mut(active) {
                 seg.sealed = true;
                 if seg.resolved >= seg.records {
@@ -192,16 +197,26 @@ fn write_batch(
             *file = Some(open_segment(&inner.dir, *active)?);
             segs.map.insert(*active, Segment::default());
         }
+        // Count the records before writing them, so that a concurrent
+        // resolve() never deletes the segment they are going into.
+        let seg = segs.map.entry(*active).or_default();
+        seg.records += records;
+        if seg.first_ts_ms.is_none() {
+            seg.first_ts_ms = first_ts;
+        }
     }
     let f = file.as_mut().expect("opened above");
-    f.write_all(buf)?;
-    f.sync_data()?;
+    let written = f.write_all(buf).and_then(|()| f.sync_data());
     let mut segs = inner.segments.lock().expect("not poisoned");
     let seg = segs.map.entry(*active).or_default();
-    seg.len += buf.len() as u64;
-    seg.records += records;
-    if seg.first_ts_ms.is_none() {
-        seg.first_ts_ms = first_ts;
+    match written {
+        Ok(()) => {
+            seg.len += buf.len() as u64;
+            Ok(())
+        }
+        Err(e) => {
+            seg.records -= records;
+            Err(e)
+        }
     }
-    Ok(())
 }
