@@ -9,5 +9,6 @@ mod harness;
 mod admin;
 mod binary;
 mod dead_letter;
+mod observability;
 mod publish;
 mod rejections;
