@@ -66,6 +66,7 @@ pub async fn run(
 ) -> anyhow::Result<Snapshot> {
     tracing::debug!(?config, "Configuration loaded.");
     let metrics = Arc::new(Metrics::new());
+    metrics.init_series(&http::respond::REASONS, &crate::sink::ERROR_CLASSES);
 
     let embedded = match &config.kafka.brokers {
         Some(_) => None,

@@ -441,6 +441,21 @@ impl Metrics {
         }
     }
 
+    /// Creates, at 0, the labelled series that alerts watch and whose label
+    /// values are defined elsewhere: rejection reasons and delivery error classes.
+    pub fn init_series(&self, rejection_reasons: &[&str], error_classes: &[&str]) {
+        for reason in rejection_reasons {
+            self.rejections.with_label_values(&[reason]).reset();
+        }
+        for stream in [Stream::Events, Stream::DeadLetter] {
+            for class in error_classes {
+                self.deliveries
+                    .with_label_values(&[stream.as_str(), "failed", class])
+                    .reset();
+            }
+        }
+    }
+
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);

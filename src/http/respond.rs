@@ -17,6 +17,25 @@ use crate::spool::SpoolError;
 /// The body Tencent expects for every handled callback ("allow" for Before ones).
 pub const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
 
+/// Every `reason` an answer can carry (the `reason` label values of
+/// `chat_bridge_callbacks_rejected_total`, pre-created at 0).
+pub const REASONS: [&str; 14] = [
+    "not_found",
+    "method_not_allowed",
+    "query_malformed",
+    "unknown_app",
+    "signature_missing",
+    "signature_malformed",
+    "signature_stale",
+    "signature_mismatch",
+    "body_too_large",
+    "body_read_failed",
+    "command_mismatch",
+    "record_too_large",
+    "spool_full",
+    "spool_failed",
+];
+
 /// Why a request on the callback port was not accepted.
 #[derive(Debug)]
 pub enum Rejection {
@@ -277,6 +296,14 @@ mod tests {
             v,
             serde_json::json!({"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0})
         );
+    }
+
+    #[test]
+    fn reasons_lists_every_answer_reason() {
+        let answered: std::collections::BTreeSet<_> =
+            all().iter().map(|r| r.answer().reason).collect();
+        let listed: std::collections::BTreeSet<_> = REASONS.into_iter().collect();
+        assert_eq!(answered, listed);
     }
 
     /// `docs/errors.md` lists every answer with its status, code and reason.

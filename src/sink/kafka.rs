@@ -227,7 +227,20 @@ impl ProducerContext for BridgeContext {
     }
 }
 
-/// Bounded label for a delivery error.
+/// Every value [`error_class`] returns for a failure.
+pub const ERROR_CLASSES: [&str; 9] = [
+    "timeout",
+    "message_too_large",
+    "unknown_topic",
+    "authorization",
+    "purged",
+    "broker_unavailable",
+    "not_enough_replicas",
+    "fatal",
+    "other",
+];
+
+/// Bounded label for a delivery error; one of [`ERROR_CLASSES`].
 pub fn error_class(error: &KafkaError) -> &'static str {
     use RDKafkaErrorCode as C;
     let Some(code) = error.rdkafka_error_code() else {
@@ -517,5 +530,19 @@ mod tests {
         assert_eq!(error_class(&e), "authorization");
         let e = KafkaError::Canceled;
         assert_eq!(error_class(&e), "other");
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+            RDKafkaErrorCode::PurgeQueue,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::Fatal,
+            RDKafkaErrorCode::InvalidConfig,
+        ] {
+            let class = error_class(&KafkaError::MessageProduction(code));
+            assert!(ERROR_CLASSES.contains(&class), "{class}");
+        }
     }
 }
