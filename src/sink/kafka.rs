@@ -289,8 +289,11 @@ pub fn producer_defaults(max_body_bytes: usize) -> Vec<(&'static str, String)> {
         ("compression.type", "lz4".into()),
         ("partitioner", "murmur2_random".into()),
         ("linger.ms", "5".into()),
-        ("queue.buffering.max.messages", "100000".into()),
-        ("queue.buffering.max.kbytes", "65536".into()),
+        // A short memory buffer: past it (and past the message timeout),
+        // records wait in the spool on disk, not in memory.
+        ("queue.buffering.max.messages", "20000".into()),
+        ("queue.buffering.max.kbytes", "32768".into()),
+        ("message.timeout.ms", "60000".into()),
         ("message.max.bytes", message_max.to_string()),
         ("statistics.interval.ms", "5000".into()),
     ]
