@@ -189,7 +189,13 @@ pub async fn run(
     let _ = forwarder.await;
     // The drain so far counts against the same shutdown timeout.
     let drained_for = began.get().map_or(Duration::ZERO, Instant::elapsed);
-    let left = shutdown_timeout.saturating_sub(drained_for);
+    let mut left = shutdown_timeout.saturating_sub(drained_for);
+    if !health.kafka.load(std::sync::atomic::Ordering::Acquire) {
+        // Kafka is unreachable: waiting would only delay the restart. What
+        // is queued goes to the spool now.
+        left = left.min(Duration::from_secs(1));
+        info!("Kafka is unreachable: spooling queued events instead of waiting to flush them.");
+    }
     let flush_kafka = kafka.clone();
     let flushed = tokio::task::spawn_blocking(move || {
         let result = flush_kafka.flush(left);
