@@ -96,7 +96,7 @@ pub async fn run(
         );
     }
     for app in config.apps.values() {
-        if app.token.is_none() {
+        if app.tokens.is_empty() {
             warn!(
                 sdk_app_id = app.sdk_app_id,
                 "App has no callback token: its callbacks are accepted without a signature."

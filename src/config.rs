@@ -46,8 +46,22 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Most connections open at once on the callback port.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's head, from its first byte.
     pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Time a client has to send a request's body.
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Deepest JSON nesting accepted in a body.
+    pub max_json_depth: usize,
+    /// Source addresses allowed to send callbacks; empty means all.
+    pub allowed_sources: Vec<ipnet::IpNet>,
+    /// Header holding the client address, set by a trusted proxy.
+    pub trusted_proxy_header: Option<http::HeaderName>,
+    /// Peers whose `trusted_proxy_header` is believed; empty means any peer.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// When a callback is answered OK.
     pub ack_mode: AckMode,
     /// `delivered` mode: how long to wait for Kafka before spooling.
@@ -86,8 +100,9 @@ impl AckMode {
 pub struct App {
     /// SdkAppid.
     pub sdk_app_id: u64,
-    /// Callback token; `None` means the app has no webhook authentication.
-    pub token: Option<Secret>,
+    /// Callback tokens, any of which may sign (two during a rotation). Empty
+    /// means the app has no webhook authentication.
+    pub tokens: Vec<Secret>,
 }
 
 /// A secret string that never prints.
@@ -127,6 +142,13 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_json_depth", &self.max_json_depth)
+            .field("allowed_sources", &self.allowed_sources)
+            .field("trusted_proxy_header", &self.trusted_proxy_header)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("ack_mode", &self.ack_mode)
             .field("delivery_timeout", &self.delivery_timeout)
             .field("spool_dir", &self.spool_dir)
@@ -316,9 +338,42 @@ pub struct Cli {
     #[arg(long, env = "BRIDGE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
 
-    /// Time a client has to send a request's headers [default: 10s].
+    /// Time a client has to send a request's head (request line and headers),
+    /// counted from its first byte; slower clients are disconnected [default: 10s].
     #[arg(long, env = "BRIDGE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
+
+    /// Time a keep-alive connection may wait for its next request [default: 60s].
+    #[arg(long, env = "BRIDGE_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    /// Time a client has to send a request's body; slower ones get 408 [default: 10s].
+    #[arg(long, env = "BRIDGE_BODY_READ_TIMEOUT", value_name = "DURATION")]
+    pub body_read_timeout: Option<String>,
+
+    /// Largest request head (request line and headers) in bytes; larger ones
+    /// get 431 [default: 16384].
+    #[arg(long, env = "BRIDGE_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: Option<String>,
+
+    /// Deepest JSON nesting accepted in a body; deeper ones get 400 [default: 32].
+    #[arg(long, env = "BRIDGE_MAX_JSON_DEPTH", value_name = "N")]
+    pub max_json_depth: Option<String>,
+
+    /// Comma-separated CIDRs allowed to send callbacks, e.g. Tencent's callback
+    /// egress ranges; others get 403. Unset: any source.
+    #[arg(long, env = "BRIDGE_ALLOWED_SOURCES", value_name = "CIDR,...")]
+    pub allowed_sources: Option<String>,
+
+    /// Header a trusted reverse proxy sets to the client's address, e.g.
+    /// X-Forwarded-For (its last address is used). Unset: the socket's peer.
+    #[arg(long, env = "BRIDGE_TRUSTED_PROXY_HEADER", value_name = "HEADER")]
+    pub trusted_proxy_header: Option<String>,
+
+    /// Comma-separated CIDRs of the proxies whose BRIDGE_TRUSTED_PROXY_HEADER
+    /// is believed. Unset: any peer's.
+    #[arg(long, env = "BRIDGE_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    pub trusted_proxies: Option<String>,
 
     /// When a callback is answered OK: enqueued (in the producer's memory queue),
     /// spooled (fsync'd to the local spool) or delivered (acknowledged by Kafka,
@@ -355,6 +410,13 @@ struct FileConfig {
     shutdown_timeout: Option<String>,
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+    max_json_depth: Option<usize>,
+    allowed_sources: Option<Vec<String>>,
+    trusted_proxy_header: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
     ack_mode: Option<AckMode>,
     delivery_timeout: Option<String>,
     spool_dir: Option<PathBuf>,
@@ -370,6 +432,8 @@ struct FileConfig {
 struct FileApp {
     sdk_app_id: u64,
     token: Option<String>,
+    #[serde(default)]
+    tokens: Vec<String>,
     token_file: Option<PathBuf>,
 }
 
@@ -446,6 +510,71 @@ impl Config {
         )?;
         if header_read_timeout.is_zero() {
             return Err(bad("BRIDGE_HEADER_READ_TIMEOUT", "must be more than 0s"));
+        }
+        let idle_timeout = duration(
+            "BRIDGE_IDLE_TIMEOUT",
+            cli.idle_timeout.or(file.idle_timeout),
+            Duration::from_secs(60),
+        )?;
+        let body_read_timeout = duration(
+            "BRIDGE_BODY_READ_TIMEOUT",
+            cli.body_read_timeout.or(file.body_read_timeout),
+            Duration::from_secs(10),
+        )?;
+        for (setting, d) in [
+            ("BRIDGE_IDLE_TIMEOUT", idle_timeout),
+            ("BRIDGE_BODY_READ_TIMEOUT", body_read_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err(bad(setting, format!("{d:?} must be at least 100ms")));
+            }
+        }
+        let max_header_bytes = match cli.max_header_bytes {
+            Some(s) => number("BRIDGE_MAX_HEADER_BYTES", &s)?,
+            None => file.max_header_bytes.unwrap_or(16 * 1024),
+        };
+        if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+            return Err(bad(
+                "BRIDGE_MAX_HEADER_BYTES",
+                format!("{max_header_bytes} must be between 1024 and 1048576"),
+            ));
+        }
+        let max_json_depth = match cli.max_json_depth {
+            Some(s) => number("BRIDGE_MAX_JSON_DEPTH", &s)?,
+            None => file.max_json_depth.unwrap_or(32),
+        };
+        if !(4..=128).contains(&max_json_depth) {
+            return Err(bad(
+                "BRIDGE_MAX_JSON_DEPTH",
+                format!("{max_json_depth} must be between 4 and 128"),
+            ));
+        }
+        let allowed_sources = cidrs(
+            "BRIDGE_ALLOWED_SOURCES",
+            cli.allowed_sources
+                .map(|s| split_list(&s))
+                .or(file.allowed_sources),
+        )?;
+        let trusted_proxies = cidrs(
+            "BRIDGE_TRUSTED_PROXIES",
+            cli.trusted_proxies
+                .map(|s| split_list(&s))
+                .or(file.trusted_proxies),
+        )?;
+        let trusted_proxy_header = match cli.trusted_proxy_header.or(file.trusted_proxy_header) {
+            None => None,
+            Some(h) => Some(http::HeaderName::try_from(h.trim()).map_err(|_| {
+                bad(
+                    "BRIDGE_TRUSTED_PROXY_HEADER",
+                    format!("{h:?} is not an HTTP header name"),
+                )
+            })?),
+        };
+        if !trusted_proxies.is_empty() && trusted_proxy_header.is_none() {
+            return Err(bad(
+                "BRIDGE_TRUSTED_PROXIES",
+                "is set but BRIDGE_TRUSTED_PROXY_HEADER is not: name the header those proxies set",
+            ));
         }
         let max_connections = match cli.max_connections {
             Some(s) => number("BRIDGE_MAX_CONNECTIONS", &s)?,
@@ -575,13 +704,15 @@ impl Config {
         let mut apps = HashMap::new();
         for (i, a) in file.apps.into_iter().enumerate() {
             let setting = format!("apps[{i}]");
-            let token = token(&setting, a.token, a.token_file.as_deref())?;
+            let mut inline: Vec<String> = a.token.into_iter().collect();
+            inline.extend(a.tokens);
+            let tokens = tokens(&setting, inline, a.token_file.as_deref())?;
             if apps
                 .insert(
                     a.sdk_app_id,
                     App {
                         sdk_app_id: a.sdk_app_id,
-                        token,
+                        tokens,
                     },
                 )
                 .is_some()
@@ -595,12 +726,15 @@ impl Config {
         match cli.sdk_app_id {
             Some(id) => {
                 let sdk_app_id: u64 = number("BRIDGE_SDKAPPID", &id)?;
-                let token = token(
+                let tokens = tokens(
                     "BRIDGE_CALLBACK_TOKEN",
-                    cli.callback_token,
+                    cli.callback_token.into_iter().collect(),
                     cli.callback_token_file.as_deref(),
                 )?;
-                if apps.insert(sdk_app_id, App { sdk_app_id, token }).is_some() {
+                if apps
+                    .insert(sdk_app_id, App { sdk_app_id, tokens })
+                    .is_some()
+                {
                     return Err(bad(
                         "BRIDGE_SDKAPPID",
                         format!("{sdk_app_id} is also in the config file's [[apps]]"),
@@ -626,7 +760,7 @@ impl Config {
                 DEMO_SDK_APP_ID,
                 App {
                     sdk_app_id: DEMO_SDK_APP_ID,
-                    token: Some(Secret::new(DEMO_TOKEN)),
+                    tokens: vec![Secret::new(DEMO_TOKEN)],
                 },
             );
         }
@@ -648,6 +782,13 @@ impl Config {
             shutdown_timeout,
             max_connections,
             header_read_timeout,
+            idle_timeout,
+            body_read_timeout,
+            max_header_bytes,
+            max_json_depth,
+            allowed_sources,
+            trusted_proxy_header,
+            trusted_proxies,
             ack_mode,
             delivery_timeout,
             spool_dir,
@@ -662,8 +803,7 @@ impl Config {
             && self
                 .apps
                 .get(&DEMO_SDK_APP_ID)
-                .and_then(|a| a.token.as_ref())
-                .is_some_and(|t| t.expose() == DEMO_TOKEN)
+                .is_some_and(|a| a.tokens.len() == 1 && a.tokens[0].expose() == DEMO_TOKEN)
     }
 }
 
@@ -731,31 +871,56 @@ fn topic_name(setting: &str, name: String) -> Result<String, ConfigError> {
     }
 }
 
-fn token(
+/// The tokens of one app: inline ones, or a file's non-empty lines (so a
+/// rotation can list the new token and the old one).
+fn tokens(
     setting: &str,
-    inline: Option<String>,
+    inline: Vec<String>,
     file: Option<&Path>,
-) -> Result<Option<Secret>, ConfigError> {
-    let token = match (inline, file) {
-        (Some(_), Some(_)) => {
-            return Err(bad(setting, "set either a token or a token file, not both"));
-        }
-        (Some(t), None) => t,
-        (None, Some(path)) => std::fs::read_to_string(path)
+) -> Result<Vec<Secret>, ConfigError> {
+    if !inline.is_empty() && file.is_some() {
+        return Err(bad(setting, "set either tokens or a token file, not both"));
+    }
+    let all: Vec<String> = match file {
+        Some(path) => std::fs::read_to_string(path)
             .map_err(|e| {
                 bad(
                     format!("{setting} file"),
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        (None, None) => return Ok(None),
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect(),
+        None => inline,
     };
-    if token.is_empty() {
+    if file.is_some() && all.is_empty() {
+        return Err(bad(setting, "the token file holds no token"));
+    }
+    if all.iter().any(|t| t.trim().is_empty()) {
         return Err(bad(setting, "the token is empty"));
     }
-    Ok(Some(Secret::new(token)))
+    Ok(all.into_iter().map(Secret::new).collect())
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// CIDRs (or single addresses, as /32 and /128).
+fn cidrs(setting: &str, list: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| bad(setting, format!("{c:?} is not a CIDR like 203.0.113.0/24")))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -803,7 +968,7 @@ mod tests {
             "t",
         ])
         .expect("valid");
-        assert_eq!(c.apps[&7].token.as_ref().map(Secret::expose), Some("t"));
+        assert_eq!(c.apps[&7].tokens, vec![Secret::new("t")]);
         assert!(!c.is_demo());
     }
 
@@ -893,11 +1058,8 @@ topic = "t1"
         );
         assert_eq!(c.callback_path, "/tencent");
         assert_eq!(c.signature_max_skew, Duration::from_secs(30));
-        assert_eq!(
-            c.apps[&1].token.as_ref().map(Secret::expose),
-            Some("file-token")
-        );
-        assert!(c.apps[&2].token.is_none());
+        assert_eq!(c.apps[&1].tokens, vec![Secret::new("file-token")]);
+        assert!(c.apps[&2].tokens.is_empty());
         assert_eq!(c.kafka.brokers.as_deref(), Some("file:9092"));
         assert_eq!(c.kafka.topic, "t1");
         assert_eq!(c.kafka.dlq_topic, "t1-dlq");

@@ -41,6 +41,16 @@ impl Stream {
     }
 }
 
+/// Every `reason` of `chat_bridge_http_connections_closed_total`.
+pub const CONNECTION_CLOSE_REASONS: [&str; 6] = [
+    "idle_timeout",
+    "header_timeout",
+    "headers_too_large",
+    "malformed_http",
+    "incomplete_request",
+    "io_error",
+];
+
 /// Every `reason` of `chat_bridge_events_discarded_total`.
 pub const DISCARD_REASONS: [&str; 5] = [
     "spool_full",
@@ -143,6 +153,7 @@ pub struct Metrics {
     discarded: IntCounterVec,
     connections: IntGauge,
     connections_rejected: IntCounter,
+    connections_closed: IntCounterVec,
     family_seen: [AtomicBool; Family::ALL.len()],
 }
 
@@ -342,6 +353,17 @@ impl Metrics {
             "Connections closed at once because BRIDGE_MAX_CONNECTIONS were already open.",
         )
         .expect("valid metric");
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                name("http_connections_closed_total"),
+                "Callback connections the bridge closed or that ended in a protocol error, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in CONNECTION_CLOSE_REASONS {
+            connections_closed.with_label_values(&[reason]).reset();
+        }
         let build_info = IntGaugeVec::new(
             Opts::new(
                 name("build_info"),
@@ -366,7 +388,11 @@ impl Metrics {
                 .with_label_values(&[stream.as_str(), "delivered", "none"])
                 .reset();
         }
-        for reason in crate::callback::BodyError::REASONS {
+        // A body that is not JSON is refused, never dead-lettered.
+        for reason in crate::callback::BodyError::REASONS
+            .into_iter()
+            .filter(|r| *r != "body_not_json")
+        {
             dead_lettered.with_label_values(&[reason]).reset();
         }
         for outcome in [
@@ -406,6 +432,7 @@ impl Metrics {
         reg(Box::new(discarded.clone()));
         reg(Box::new(connections.clone()));
         reg(Box::new(connections_rejected.clone()));
+        reg(Box::new(connections_closed.clone()));
         reg(Box::new(build_info));
 
         Metrics {
@@ -437,6 +464,7 @@ impl Metrics {
             discarded,
             connections,
             connections_rejected,
+            connections_closed,
             family_seen: std::array::from_fn(|_| AtomicBool::new(false)),
         }
     }
@@ -644,6 +672,19 @@ impl Metrics {
             "Connection closed at once: BRIDGE_MAX_CONNECTIONS reached."
         );
         self.connections_rejected.inc();
+    }
+
+    /// The bridge closed a callback connection (`idle_timeout`, `header_timeout`).
+    pub fn connection_closed_by(&self, reason: &'static str) {
+        debug!(reason, "Callback connection closed.");
+        self.connections_closed.with_label_values(&[reason]).inc();
+    }
+
+    /// A callback connection ended with a protocol or I/O error. Logged at
+    /// DEBUG: under attack these come by the thousand; the counter shows them.
+    pub fn connection_error(&self, reason: &'static str, error: &dyn Display) {
+        debug!(reason, %error, "Callback connection ended with an error.");
+        self.connections_closed.with_label_values(&[reason]).inc();
     }
 
     /// librdkafka emitted its periodic statistics.

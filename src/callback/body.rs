@@ -74,6 +74,38 @@ impl fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
+/// `true` when `bytes` nest JSON arrays/objects deeper than `max`. A linear
+/// scan that respects strings, run before parsing so that deep nesting never
+/// reaches the parser's recursion.
+pub fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Parses a body into its [`Envelope`].
 pub fn parse_body(bytes: &[u8]) -> Result<Envelope, BodyError> {
     let value: Value = serde_json::from_slice(bytes).map_err(BodyError::NotJson)?;
@@ -365,6 +397,16 @@ impl OfficialAccountBody {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn nesting_depth_is_measured_outside_strings() {
+        assert!(!json_depth_exceeds(br#"{"a":[{"b":1}]}"#, 3));
+        assert!(json_depth_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
+        // Brackets inside strings, and escaped quotes, do not count.
+        assert!(!json_depth_exceeds(br#"{"a":"[[[[{{{{\"[[[["}"#, 1));
+        assert!(json_depth_exceeds(&b"[".repeat(10_000), 32));
+        assert!(!json_depth_exceeds(b"", 1));
+    }
 
     #[test]
     fn envelope_takes_command_and_event_time_in_both_spellings() {

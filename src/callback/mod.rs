@@ -12,8 +12,9 @@ mod signature;
 
 pub use body::{
     AccountCreation, AccountFull, BodyError, Envelope, InfoChanged, MessageSend, MessageSent,
-    MessageWithdrawn, OfficialAccountBody, Subscriber, Subscribers, WithdrawnMessage, parse_body,
+    MessageWithdrawn, OfficialAccountBody, Subscriber, Subscribers, WithdrawnMessage,
+    json_depth_exceeds, parse_body,
 };
 pub use command::{Family, OfficialAccountCommand};
 pub use query::{CallbackQuery, QueryError};
-pub use signature::{SignatureError, sign, verify};
+pub use signature::{SignatureError, sign, verify, verify_any};

@@ -69,6 +69,18 @@ pub fn verify(
     now_unix_secs: i64,
     max_skew: Duration,
 ) -> Result<(), SignatureError> {
+    verify_any(&[token], sign, request_time, now_unix_secs, max_skew)
+}
+
+/// As [`verify`], accepting a signature made with any of `tokens` (during a
+/// token rotation the old and the new one are both valid).
+pub fn verify_any<T: AsRef<str>>(
+    tokens: &[T],
+    sign: Option<&str>,
+    request_time: Option<&str>,
+    now_unix_secs: i64,
+    max_skew: Duration,
+) -> Result<(), SignatureError> {
     let (Some(sign), Some(request_time)) = (sign, request_time) else {
         return Err(SignatureError::Missing);
     };
@@ -82,8 +94,13 @@ pub fn verify(
     if age_secs.unsigned_abs() > max.unsigned_abs() {
         return Err(SignatureError::Stale { age_secs });
     }
-    let expected = digest(token.as_bytes(), request_time.as_bytes());
-    if bool::from(expected.ct_eq(&given)) {
+    // Every token is compared, so the time taken does not say which matched.
+    let mut matched = subtle::Choice::from(0);
+    for token in tokens {
+        let expected = digest(token.as_ref().as_bytes(), request_time.as_bytes());
+        matched |= expected.ct_eq(&given);
+    }
+    if bool::from(matched) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
@@ -165,6 +182,26 @@ mod tests {
             Ok(())
         );
         assert!(verify(&token, Some(&s), Some(&t), now + 1, Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn any_of_several_tokens_may_sign() {
+        let (token, time, expected) = vector();
+        let now: i64 = time.parse().expect("number");
+        let both = ["new-token", token.as_str()];
+        assert_eq!(
+            verify_any(&both, Some(&expected), Some(&time), now, SKEW),
+            Ok(())
+        );
+        let new_sign = sign("new-token", &time);
+        assert_eq!(
+            verify_any(&both, Some(&new_sign), Some(&time), now, SKEW),
+            Ok(())
+        );
+        assert_eq!(
+            verify_any(&["a", "b"], Some(&expected), Some(&time), now, SKEW),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]

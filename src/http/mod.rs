@@ -4,20 +4,20 @@
 
 pub mod admin;
 pub mod callback;
+mod conn;
 pub mod respond;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{AckMode, Config};
@@ -124,19 +124,14 @@ pub async fn serve_callbacks(
 ) {
     let limit = state.config.max_connections;
     let permits = Arc::new(Semaphore::new(limit));
-    let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(state.config.header_read_timeout);
+    let (closing_tx, closing_rx) = watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     error!(error = %e, "Accepting a connection failed.");
@@ -151,42 +146,22 @@ pub async fn serve_callbacks(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn_state = state.clone();
-        let service = service_fn(move |req| {
-            let state = conn_state.clone();
-            async move {
-                let started = Instant::now();
-                let response = match callback::handle(&state, req).await {
-                    Ok(_) => respond::ok(),
-                    Err(rejection) => {
-                        let a = rejection.answer();
-                        state
-                            .metrics
-                            .callback_rejected(a.reason, a.status.as_u16(), &rejection);
-                        rejection.response()
-                    }
-                };
-                state.metrics.request_finished(started.elapsed());
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        let metrics = state.metrics.clone();
-        metrics.connection_opened();
+        let state = state.clone();
+        let closing = closing_rx.clone();
+        state.metrics.connection_opened();
         tokio::spawn(async move {
-            // Errors here are clients going away or timing out on headers.
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "Callback connection ended with an error.");
-            }
-            metrics.connection_closed();
+            conn::serve(stream, peer, state.clone(), closing).await;
+            state.metrics.connection_closed();
             drop(permit);
         });
     }
 
     drop(listener);
     info!("Stopped accepting callbacks; finishing in-flight requests.");
+    let _ = closing_tx.send(true);
+    let all = u32::try_from(limit).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => info!("In-flight requests finished."),
+        _ = permits.acquire_many(all) => info!("In-flight requests finished."),
         () = tokio::time::sleep(drain) => warn!(
             timeout = ?drain,
             "In-flight requests did not finish within the shutdown timeout; closing their connections."

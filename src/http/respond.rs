@@ -19,7 +19,8 @@ pub const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"
 
 /// Every `reason` an answer can carry (the `reason` label values of
 /// `chat_bridge_callbacks_rejected_total`, pre-created at 0).
-pub const REASONS: [&str; 14] = [
+pub const REASONS: [&str; 18] = [
+    "source_not_allowed",
     "not_found",
     "method_not_allowed",
     "query_malformed",
@@ -30,6 +31,9 @@ pub const REASONS: [&str; 14] = [
     "signature_mismatch",
     "body_too_large",
     "body_read_failed",
+    "body_timeout",
+    "body_not_json",
+    "body_too_deep",
     "command_mismatch",
     "record_too_large",
     "spool_full",
@@ -39,6 +43,8 @@ pub const REASONS: [&str; 14] = [
 /// Why a request on the callback port was not accepted.
 #[derive(Debug)]
 pub enum Rejection {
+    /// The client's address is not in `BRIDGE_ALLOWED_SOURCES`.
+    SourceNotAllowed(std::net::IpAddr),
     /// The path is not `BRIDGE_CALLBACK_PATH`.
     NotFound,
     /// Not a POST.
@@ -54,8 +60,20 @@ pub enum Rejection {
         /// The configured limit.
         limit: usize,
     },
-    /// The body could not be read (client went away, bad chunking, timeout).
+    /// The body could not be read (client went away, bad chunking).
     BodyRead(String),
+    /// The body did not arrive within `BRIDGE_BODY_READ_TIMEOUT`.
+    BodyTimeout {
+        /// The configured timeout.
+        timeout: std::time::Duration,
+    },
+    /// The body is not UTF-8 JSON.
+    BodyNotJson(String),
+    /// The body nests deeper than `BRIDGE_MAX_JSON_DEPTH`.
+    BodyTooDeep {
+        /// The configured depth.
+        limit: usize,
+    },
     /// The body's `CallbackCommand` differs from the query's.
     CommandMismatch {
         /// From the query.
@@ -85,6 +103,12 @@ impl Rejection {
     pub fn answer(&self) -> Answer {
         use StatusCode as S;
         let (status, code, reason, info) = match self {
+            Rejection::SourceNotAllowed(_) => (
+                S::FORBIDDEN,
+                4031,
+                "source_not_allowed",
+                "the source address is not allowed to send callbacks",
+            ),
             Rejection::NotFound => (
                 S::NOT_FOUND,
                 4040,
@@ -145,6 +169,24 @@ impl Rejection {
                 "body_read_failed",
                 "body could not be read",
             ),
+            Rejection::BodyTimeout { .. } => (
+                S::REQUEST_TIMEOUT,
+                4080,
+                "body_timeout",
+                "the body did not arrive in time",
+            ),
+            Rejection::BodyNotJson(_) => (
+                S::BAD_REQUEST,
+                4004,
+                "body_not_json",
+                "the body is not UTF-8 JSON",
+            ),
+            Rejection::BodyTooDeep { .. } => (
+                S::BAD_REQUEST,
+                4005,
+                "body_too_deep",
+                "the body's JSON nests too deep",
+            ),
             Rejection::CommandMismatch { .. } => (
                 S::BAD_REQUEST,
                 4003,
@@ -192,6 +234,9 @@ impl Rejection {
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Rejection::SourceNotAllowed(ip) => {
+                write!(f, "source {ip} is not in BRIDGE_ALLOWED_SOURCES")
+            }
             Rejection::NotFound => f.write_str("unknown path"),
             Rejection::MethodNotAllowed => f.write_str("method is not POST"),
             Rejection::Query(e) => e.fmt(f),
@@ -199,6 +244,13 @@ impl std::fmt::Display for Rejection {
             Rejection::Signature(e) => e.fmt(f),
             Rejection::BodyTooLarge { limit } => write!(f, "body exceeds {limit} bytes"),
             Rejection::BodyRead(e) => write!(f, "reading the body failed: {e}"),
+            Rejection::BodyTimeout { timeout } => {
+                write!(f, "the body did not arrive within {timeout:?}")
+            }
+            Rejection::BodyNotJson(e) => write!(f, "the body is not UTF-8 JSON: {e}"),
+            Rejection::BodyTooDeep { limit } => {
+                write!(f, "the body's JSON nests deeper than {limit}")
+            }
             Rejection::CommandMismatch { query, body } => {
                 write!(
                     f,
@@ -231,6 +283,7 @@ mod tests {
 
     fn all() -> Vec<Rejection> {
         vec![
+            Rejection::SourceNotAllowed([127, 0, 0, 1].into()),
             Rejection::NotFound,
             Rejection::MethodNotAllowed,
             Rejection::Query(QueryError::MissingAppId),
@@ -241,6 +294,11 @@ mod tests {
             Rejection::Signature(SignatureError::Mismatch),
             Rejection::BodyTooLarge { limit: 1 },
             Rejection::BodyRead("x".into()),
+            Rejection::BodyTimeout {
+                timeout: std::time::Duration::from_secs(1),
+            },
+            Rejection::BodyNotJson("x".into()),
+            Rejection::BodyTooDeep { limit: 1 },
             Rejection::CommandMismatch {
                 query: "a".into(),
                 body: "b".into(),

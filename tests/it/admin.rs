@@ -80,12 +80,8 @@ async fn every_exported_metric_is_documented() {
         "OfficialAccount.CallbackAfterOfficialAccountFull",
         now_secs(),
     );
-    assert_eq!(
-        crate::harness::post(&url, b"not json".to_vec())
-            .await
-            .status,
-        200
-    );
+    // A dead letter, so that its series is exercised too.
+    assert_eq!(crate::harness::post(&url, b"[1]".to_vec()).await.status, 200);
     assert_eventually!(
         bridge.metric("chat_bridge_kafka_brokers_up").await >= 1.0,
         Duration::from_secs(15),

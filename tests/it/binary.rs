@@ -27,15 +27,15 @@ fn command() -> Command {
 }
 
 /// A running bridge process whose JSON log lines are collected.
-struct Bridge {
-    child: Child,
+pub struct Bridge {
+    pub child: Child,
     lines: Arc<Mutex<Vec<serde_json::Value>>>,
-    callback: String,
-    admin: String,
+    pub callback: String,
+    pub admin: String,
 }
 
 impl Bridge {
-    fn spawn(env: &[(&str, &str)]) -> Bridge {
+    pub fn spawn(env: &[(&str, &str)]) -> Bridge {
         let mut cmd = command();
         // A working directory of its own, so the default spool dir is fresh.
         let cwd = crate::harness::spool_dir(&crate::harness::unique("cwd"));
@@ -88,7 +88,7 @@ impl Bridge {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -97,7 +97,7 @@ impl Bridge {
         assert!(ok, "kill {sig} failed");
     }
 
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.child.try_wait().expect("try_wait") {

@@ -10,6 +10,7 @@ mod load;
 mod admin;
 mod binary;
 mod dead_letter;
+mod hostile;
 mod observability;
 mod publish;
 mod rejections;
