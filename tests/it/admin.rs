@@ -81,7 +81,10 @@ async fn every_exported_metric_is_documented() {
         now_secs(),
     );
     // A dead letter, so that its series is exercised too.
-    assert_eq!(crate::harness::post(&url, b"[1]".to_vec()).await.status, 200);
+    assert_eq!(
+        crate::harness::post(&url, b"[1]".to_vec()).await.status,
+        200
+    );
     assert_eventually!(
         bridge.metric("chat_bridge_kafka_brokers_up").await >= 1.0,
         Duration::from_secs(15),

@@ -275,3 +275,333 @@ async fn two_tokens_are_valid_during_a_rotation() {
     bridge.stop().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Resident memory of a process, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One hostile request on a connection of its own; the answer's status (0: none).
+async fn hostile(addr: String, bytes: Vec<u8>) -> u16 {
+    let Ok(mut s) = TcpStream::connect(&addr).await else {
+        return 0;
+    };
+    if s.write_all(&bytes).await.is_err() {
+        return 0;
+    }
+    let (answer, _) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    status_of(&answer)
+}
+
+fn request(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The abuse run: real signed traffic flows while a second client sends more
+/// than a thousand hostile requests. The bridge stays up, answers every real
+/// callback OK and publishes it, publishes nothing unauthenticated, keeps its
+/// memory bounded, and its rejection counters add up to what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
+    use crate::binary::Bridge;
+    use crate::harness::{bootstrap, create_topic, unique};
+    use crate::load::{Load, report, verify};
+    use std::collections::BTreeMap;
+
+    let topic = unique("abuse");
+    let dlq = format!("{topic}-dlq");
+    create_topic(&topic).await;
+    create_topic(&dlq).await;
+    let app = APP_ID.to_string();
+    let mut bridge = Bridge::spawn(&[
+        ("BRIDGE_KAFKA_BROKERS", bootstrap()),
+        ("BRIDGE_KAFKA_TOPIC", &topic),
+        ("BRIDGE_SDKAPPID", &app),
+        ("BRIDGE_CALLBACK_TOKEN", TOKEN),
+        ("BRIDGE_HEADER_READ_TIMEOUT", "2s"),
+        ("BRIDGE_MAX_BODY_BYTES", "65536"),
+        ("BRIDGE_MAX_CONNECTIONS", "2000"),
+        ("RUST_LOG", "info,chat_kafka_bridge::metrics=error"),
+    ]);
+    let pid = bridge.child.id();
+    let admin = bridge.admin.clone();
+    assert_eventually!(
+        crate::harness::get(&format!("{admin}/readyz")).await.0 == 200,
+        Duration::from_secs(30),
+        "bridge ready"
+    );
+    let base = bridge.callback.trim_end_matches("/callback").to_owned();
+    let target = addr(&base);
+    let rss_start = rss_kib(pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_start));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let load = Load::start(&bridge.callback, 2, 50.0, 2_000, "abuse_valid");
+
+    // Requests answered by our handler, by the reason we expect.
+    let mut cases: Vec<(&'static str, u16, Vec<u8>)> = Vec::new();
+    let body = fixture("oa-full.json");
+    let t = now_secs();
+    for i in 0..200 {
+        let path = signed_path(CMD, &format!("wrong-token-{i}"), t);
+        cases.push(("signature_mismatch", 401, request(&path, &body)));
+    }
+    for i in 0..100 {
+        let path =
+            format!("/callback?SdkAppid={APP_ID}&CallbackCommand={CMD}&Sign=zz{i}&RequestTime={t}");
+        cases.push(("signature_malformed", 401, request(&path, &body)));
+    }
+    for i in 0..100 {
+        cases.push((
+            "signature_stale",
+            401,
+            request(&signed_path(CMD, TOKEN, t - 3600 - i), &body),
+        ));
+    }
+    for i in 0..100 {
+        let t = t.to_string();
+        let path = format!(
+            "/callback?SdkAppid={}&CallbackCommand={CMD}&Sign={}&RequestTime={t}",
+            1_500_000_000 + i,
+            sign(TOKEN, &t)
+        );
+        cases.push(("unknown_app", 403, request(&path, &body)));
+    }
+    for _ in 0..50 {
+        let path = format!("/callback?SdkAppid={APP_ID}&CallbackCommand={CMD}");
+        cases.push(("signature_missing", 401, request(&path, &body)));
+    }
+    for _ in 0..50 {
+        // Announces more than BRIDGE_MAX_BODY_BYTES; refused before any body byte.
+        let head = format!(
+            "POST {} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\nconnection: close\r\n\r\n",
+            signed_path(CMD, TOKEN, t)
+        );
+        cases.push(("body_too_large", 413, head.into_bytes()));
+    }
+    // A valid signature replayed with forged bodies.
+    for _ in 0..50 {
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        cases.push((
+            "body_too_deep",
+            400,
+            request(&signed_path(CMD, TOKEN, t), deep.as_bytes()),
+        ));
+    }
+    for _ in 0..50 {
+        cases.push((
+            "body_not_json",
+            400,
+            request(
+                &signed_path(CMD, TOKEN, t),
+                b"\xc3\x28\xff{\"CallbackCommand\":1}",
+            ),
+        ));
+    }
+    for _ in 0..50 {
+        let huge = format!(
+            r#"{{"CallbackCommand":"{CMD}","Official_Account":"@TOA#_forged","EventTime":1e999}}"#
+        );
+        cases.push((
+            "body_not_json",
+            400,
+            request(&signed_path(CMD, TOKEN, t), huge.as_bytes()),
+        ));
+    }
+    // Valid JSON whose number no field can hold: authentic as far as anyone
+    // can tell, so it is dead-lettered raw (200), not published as an event.
+    for i in 0..50 {
+        let huge = format!(
+            r#"{{"CallbackCommand":"{CMD}","Official_Account":"@TOA#_huge_{i}","EventTime":123456789012345678901234567890}}"#
+        );
+        cases.push((
+            "dead_lettered",
+            200,
+            request(&signed_path(CMD, TOKEN, t), huge.as_bytes()),
+        ));
+    }
+    let answered_cases = cases.len();
+
+    // Connection-level abuse: slow-drip heads from 300 connections, pipelined
+    // garbage, truncated bodies.
+    let drip: Vec<_> = (0..300)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = TcpStream::connect(&target).await else {
+                    return false;
+                };
+                let head = b"POST /callback?SdkAppid=1 HTTP/1.1\r\nhost: x\r\nx-slow: ";
+                for b in head
+                    .iter()
+                    .chain(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter())
+                {
+                    if s.write_all(&[*b]).await.is_err() {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+                closed
+            })
+        })
+        .collect();
+    let mut extra = 0usize;
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut set = tokio::task::JoinSet::new();
+    for (reason, want, bytes) in cases {
+        let permit = semaphore.clone().acquire_owned().await.expect("semaphore");
+        let target = target.clone();
+        set.spawn(async move {
+            let got = hostile(target, bytes).await;
+            drop(permit);
+            (reason, want, got)
+        });
+    }
+    for _ in 0..10 {
+        let garbage = b"GARBAGE /\x00\x01 NOPE\r\n\r\n".repeat(20);
+        let target = target.clone();
+        set.spawn(async move { ("malformed_http", 400, hostile(target, garbage).await) });
+        extra += 20;
+    }
+    for _ in 0..50 {
+        // Announces 500 bytes, sends 100, hangs up.
+        let mut r = format!(
+            "POST {} HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n",
+            signed_path(CMD, TOKEN, t)
+        )
+        .into_bytes();
+        r.extend_from_slice(&[b'{'; 100]);
+        if let Ok(mut s) = TcpStream::connect(&target).await {
+            let _ = s.write_all(&r).await;
+        }
+        extra += 1;
+    }
+    let mut wrong = Vec::new();
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    while let Some(r) = set.join_next().await {
+        let (reason, want, got) = r.expect("hostile task");
+        *by_reason.entry(reason).or_default() += 1;
+        if got != want {
+            wrong.push((reason, want, got));
+        }
+    }
+    let mut drips_closed = 0;
+    for d in drip {
+        if d.await.expect("drip task") {
+            drips_closed += 1;
+        }
+    }
+    let hostile_sent = answered_cases + 300 + extra;
+
+    let result = load.stop().await;
+    sampling.abort();
+    let peak_kib = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        wrong.is_empty(),
+        "unexpected answers (reason, wanted, got): {:?}",
+        &wrong[..wrong.len().min(10)]
+    );
+    assert!(
+        bridge.child.try_wait().expect("try_wait").is_none(),
+        "the bridge died"
+    );
+    assert_eq!(
+        crate::harness::get(&format!("{admin}/healthz")).await.0,
+        200
+    );
+
+    // Every real callback answered OK and published; nothing forged published.
+    assert_eq!(
+        result.statuses.get(&200).copied().unwrap_or(0),
+        result.sent,
+        "{:?}",
+        result.statuses
+    );
+    let v = verify(bootstrap(), &topic, &result.acked).await;
+    report("abuse run, valid traffic", &result, &v);
+    assert_eq!(v.lost, 0);
+    assert_eq!(
+        v.records,
+        result.acked.len(),
+        "records beyond the valid traffic"
+    );
+    assert_eq!(
+        count_records(&dlq).await,
+        50,
+        "only the 50 authentic-looking dead letters"
+    );
+
+    // The counters add up to what was sent.
+    let m = |s: String| {
+        let admin = admin.clone();
+        async move { crate::harness::metric(&admin, &s).await as usize }
+    };
+    for reason in [
+        "signature_mismatch",
+        "signature_malformed",
+        "signature_stale",
+        "unknown_app",
+        "signature_missing",
+        "body_too_large",
+        "body_too_deep",
+        "body_not_json",
+    ] {
+        let counted = m(format!(
+            r#"chat_bridge_callbacks_rejected_total{{reason="{reason}"}}"#
+        ))
+        .await;
+        assert_eq!(counted, by_reason[reason], "{reason}");
+    }
+    let header_timeouts =
+        m(r#"chat_bridge_http_connections_closed_total{reason="header_timeout"}"#.into()).await;
+    let malformed =
+        m(r#"chat_bridge_http_connections_closed_total{reason="malformed_http"}"#.into()).await;
+    let truncated = m(r#"chat_bridge_callbacks_rejected_total{reason="body_read_failed"}"#.into())
+        .await
+        + m(r#"chat_bridge_http_connections_closed_total{reason="incomplete_request"}"#.into())
+            .await;
+    assert_eq!(drips_closed, 300, "slow-drip connections left open");
+    assert!(header_timeouts >= 300, "{header_timeouts}");
+    assert_eq!(malformed, 10);
+    assert!(truncated <= 50);
+    let dead =
+        m(r#"chat_bridge_callbacks_dead_lettered_total{reason="body_invalid_field"}"#.into()).await;
+    assert_eq!(dead, 50);
+    eprintln!(
+        "[abuse] hostile requests {hostile_sent} ({answered_cases} answered by the handler: {by_reason:?}; 300 slow-drip connections, all closed; 10 pipelined-garbage connections; 50 truncated bodies, {truncated} counted); valid callbacks {} answered OK, {} in Kafka, lost {}; header_timeout closes {header_timeouts}; RSS {} KiB at start, {} KiB peak",
+        result.acked.len(),
+        v.records,
+        v.lost,
+        rss_start,
+        peak_kib
+    );
+    assert!(peak_kib < 128 * 1024, "RSS peaked at {peak_kib} KiB");
+    bridge.signal("-TERM");
+    let status = tokio::task::spawn_blocking(move || bridge.wait(Duration::from_secs(30)))
+        .await
+        .expect("wait");
+    assert!(status.success());
+}
