@@ -374,3 +374,154 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Any valid callback body round-trips its fields into the event, and
+    //! `extra` keeps exactly the fields that were not mapped.
+
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::callback::parse_body;
+
+    fn account() -> impl Strategy<Value = String> {
+        "[@#_A-Za-z0-9]{1,24}"
+    }
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            Just(Value::Null),
+        ]
+    }
+
+    /// Fields Tencent may add one day: names no command maps.
+    fn unknown_fields() -> impl Strategy<Value = Map<String, Value>> {
+        proptest::collection::btree_map("X[A-Za-z]{0,8}", json_leaf(), 0..4)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    fn normalize_value(command: OfficialAccountCommand, body: &Value) -> Event {
+        let bytes = serde_json::to_vec(body).expect("serialize");
+        let envelope = parse_body(&bytes).expect("valid body");
+        let q = CallbackQuery {
+            sdk_app_id: 1,
+            command: command.as_str().to_owned(),
+            ..CallbackQuery::default()
+        };
+        normalize(
+            Received {
+                query: &q,
+                received_at_ms: 7,
+            },
+            command,
+            envelope,
+        )
+        .expect("normalizes")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn info_changed_round_trips(
+            official in account(),
+            operator in proptest::option::of(account()),
+            name in proptest::option::of(".{0,20}"),
+            intro in proptest::option::of(".{0,20}"),
+            face in proptest::option::of(".{0,20}"),
+            org in proptest::option::of(".{0,20}"),
+            time in proptest::option::of(0u64..=u64::MAX / 2),
+            time_as_string in any::<bool>(),
+            extra in unknown_fields(),
+        ) {
+            let command = OfficialAccountCommand::AfterInfoChanged;
+            let mut body = extra.clone();
+            body.insert("CallbackCommand".into(), json!(command.as_str()));
+            body.insert("Official_Account".into(), json!(official));
+            for (k, v) in [("Operator_Account", &operator), ("Name", &name), ("Introduction", &intro), ("FaceUrl", &face), ("Organization", &org)] {
+                if let Some(v) = v {
+                    body.insert(k.into(), json!(v));
+                }
+            }
+            if let Some(t) = time {
+                body.insert("EventTime".into(), if time_as_string { json!(t.to_string()) } else { json!(t) });
+            }
+            let event = normalize_value(command, &Value::Object(body));
+            prop_assert_eq!(event.official_account.as_deref(), Some(official.as_str()));
+            prop_assert_eq!(&event.operator_account, &operator);
+            let Payload::InfoChanged(InfoChanged { changes }) = &event.payload else {
+                panic!("wrong type")
+            };
+            prop_assert_eq!(&changes.name, &name);
+            prop_assert_eq!(&changes.introduction, &intro);
+            prop_assert_eq!(&changes.face_url, &face);
+            prop_assert_eq!(&changes.organization, &org);
+            prop_assert_eq!(event.event_time_ms, time.unwrap_or(7));
+            prop_assert_eq!(event.extra, extra);
+        }
+
+        #[test]
+        fn subscriber_lists_round_trip(
+            official in account(),
+            subscribers in proptest::collection::vec(account(), 0..20),
+            item_extra in proptest::option::of(unknown_fields()),
+            extra in unknown_fields(),
+        ) {
+            let command = OfficialAccountCommand::AfterAddSubscriber;
+            let list: Vec<Value> = subscribers
+                .iter()
+                .map(|s| {
+                    let mut item = item_extra.clone().unwrap_or_default();
+                    item.insert("Subscriber_Account".into(), json!(s));
+                    Value::Object(item)
+                })
+                .collect();
+            let mut body = extra.clone();
+            body.insert("Official_Account".into(), json!(official));
+            body.insert("SubscribeAccountList".into(), Value::Array(list.clone()));
+            let event = normalize_value(command, &Value::Object(body));
+            let Payload::Subscribed(got) = &event.payload else { panic!("wrong type") };
+            prop_assert_eq!(&got.subscribers, &subscribers);
+            // Items with fields beyond the account are kept whole in `extra`.
+            let mut want = extra;
+            if item_extra.is_some_and(|m| !m.is_empty()) && !subscribers.is_empty() {
+                want.insert("SubscribeAccountList".into(), Value::Array(list));
+            }
+            prop_assert_eq!(event.extra, want);
+        }
+
+        #[test]
+        fn messages_round_trip(
+            official in account(),
+            key in proptest::option::of("[0-9_]{1,30}"),
+            secs in proptest::option::of(0u64..4_000_000_000),
+            flag in proptest::option::of(0u64..3),
+            text in ".{0,40}",
+            custom in proptest::option::of(".{0,20}"),
+            extra in unknown_fields(),
+        ) {
+            let command = OfficialAccountCommand::AfterSendMsg;
+            let msg_body = json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}]);
+            let mut body = extra.clone();
+            body.insert("Official_Account".into(), json!(official));
+            body.insert("MsgBody".into(), msg_body.clone());
+            if let Some(k) = &key { body.insert("MsgKey".into(), json!(k)); }
+            if let Some(s) = secs { body.insert("MsgTime".into(), json!(s)); }
+            if let Some(f) = flag { body.insert("OnlineOnlyFlag".into(), json!(f)); }
+            if let Some(c) = &custom { body.insert("CloudCustomData".into(), json!(c)); }
+            let event = normalize_value(command, &Value::Object(body));
+            let Payload::MessageSent(m) = &event.payload else { panic!("wrong type") };
+            prop_assert_eq!(&m.key, &key);
+            prop_assert_eq!(m.time_ms, secs.map(|s| s * 1000));
+            prop_assert_eq!(m.online_only, flag.is_some_and(|f| f != 0));
+            prop_assert_eq!(&m.body, &msg_body);
+            prop_assert_eq!(&m.cloud_custom_data, &custom);
+            prop_assert_eq!(event.extra, extra);
+        }
+    }
+}
