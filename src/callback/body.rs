@@ -171,7 +171,7 @@ pub struct AccountCreation {
     #[serde(rename = "Name", default)]
     pub name: Option<String>,
     /// Fields not named above.
-    #[serde(flatten)]
+    #[serde(skip)]
     pub extra: Map<String, Value>,
 }
 
@@ -197,19 +197,39 @@ pub struct InfoChanged {
     #[serde(rename = "Organization", default)]
     pub organization: Option<String>,
     /// Fields not named above.
-    #[serde(flatten)]
+    #[serde(skip)]
     pub extra: Map<String, Value>,
 }
 
 /// One item of `SubscribeAccountList`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Subscriber {
     /// `Subscriber_Account`.
-    #[serde(rename = "Subscriber_Account")]
     pub account: String,
     /// Fields of the item not named above.
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for Subscriber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (account, extra) = item_with_string(d, "Subscriber_Account")?;
+        Ok(Subscriber { account, extra })
+    }
+}
+
+/// An object item with one required string field; the rest is kept.
+fn item_with_string<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &'static str,
+) -> Result<(String, Map<String, Value>), D::Error> {
+    let mut item = Map::deserialize(d)?;
+    match item.remove(field) {
+        Some(Value::String(s)) => Ok((s, item)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "{field} must be a string, got {other}"
+        ))),
+        None => Err(serde::de::Error::missing_field(field)),
+    }
 }
 
 /// Add-subscriber (Before and After) and delete-subscriber callbacks.
@@ -225,7 +245,7 @@ pub struct Subscribers {
     #[serde(rename = "SubscribeAccountList")]
     pub subscribers: Vec<Subscriber>,
     /// Fields not named above.
-    #[serde(flatten)]
+    #[serde(skip)]
     pub extra: Map<String, Value>,
 }
 
@@ -236,7 +256,7 @@ pub struct AccountFull {
     #[serde(rename = "Official_Account")]
     pub official_account: String,
     /// Fields not named above.
-    #[serde(flatten)]
+    #[serde(skip)]
     pub extra: Map<String, Value>,
 }
 
@@ -260,7 +280,7 @@ pub struct MessageSend {
     #[serde(rename = "CloudCustomData", default)]
     pub cloud_custom_data: Option<String>,
     /// Fields not named above.
-    #[serde(flatten)]
+    #[serde(skip)]
     pub extra: Map<String, Value>,
 }
 
@@ -290,19 +310,24 @@ pub struct MessageSent {
     #[serde(rename = "CloudCustomData", default)]
     pub cloud_custom_data: Option<String>,
     /// Fields not named above.
-    #[serde(flatten)]
+    #[serde(skip)]
     pub extra: Map<String, Value>,
 }
 
 /// One item of `WithdrawMsgList`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WithdrawnMessage {
     /// `MsgKey`.
-    #[serde(rename = "MsgKey")]
     pub msg_key: String,
     /// Fields of the item not named above.
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for WithdrawnMessage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (msg_key, extra) = item_with_string(d, "MsgKey")?;
+        Ok(WithdrawnMessage { msg_key, extra })
+    }
 }
 
 /// `CallbackAfterMsgWithDraw`.
@@ -315,9 +340,77 @@ pub struct MessageWithdrawn {
     #[serde(rename = "WithdrawMsgList")]
     pub messages: Vec<WithdrawnMessage>,
     /// Fields not named above.
-    #[serde(flatten)]
+    #[serde(skip)]
     pub extra: Map<String, Value>,
 }
+
+/// A body struct: the wire names of its fields, and where the rest goes.
+trait Typed: for<'de> Deserialize<'de> {
+    const FIELDS: &'static [&'static str];
+    fn extra_mut(&mut self) -> &mut Map<String, Value>;
+}
+
+macro_rules! typed {
+    ($t:ty, [$($f:literal),* $(,)?]) => {
+        impl Typed for $t {
+            const FIELDS: &'static [&'static str] = &[$($f),*];
+            fn extra_mut(&mut self) -> &mut Map<String, Value> {
+                &mut self.extra
+            }
+        }
+    };
+}
+
+typed!(
+    AccountCreation,
+    [
+        "Official_Account",
+        "Operator_Account",
+        "Owner_Account",
+        "Name"
+    ]
+);
+typed!(
+    InfoChanged,
+    [
+        "Official_Account",
+        "Operator_Account",
+        "Name",
+        "Introduction",
+        "FaceUrl",
+        "Organization"
+    ]
+);
+typed!(
+    Subscribers,
+    [
+        "Official_Account",
+        "Operator_Account",
+        "SubscribeAccountList"
+    ]
+);
+typed!(AccountFull, ["Official_Account"]);
+typed!(
+    MessageSend,
+    [
+        "Official_Account",
+        "OnlineOnlyFlag",
+        "MsgBody",
+        "CloudCustomData"
+    ]
+);
+typed!(
+    MessageSent,
+    [
+        "Official_Account",
+        "MsgKey",
+        "MsgTime",
+        "OnlineOnlyFlag",
+        "MsgBody",
+        "CloudCustomData"
+    ]
+);
+typed!(MessageWithdrawn, ["Official_Account", "WithdrawMsgList"]);
 
 /// The typed body of one of the eleven Official Account commands.
 #[derive(Debug, Clone, PartialEq)]
@@ -353,8 +446,16 @@ impl OfficialAccountBody {
         fields: Map<String, Value>,
     ) -> Result<Self, BodyError> {
         use OfficialAccountCommand as C;
-        fn typed<T: for<'de> Deserialize<'de>>(fields: Map<String, Value>) -> Result<T, BodyError> {
-            serde_json::from_value(Value::Object(fields)).map_err(|e| {
+        fn typed<T: Typed>(mut fields: Map<String, Value>) -> Result<T, BodyError> {
+            // The named fields are typed; the rest stays as it came, numbers
+            // included (no `flatten`: it would round big numbers through serde's buffer).
+            let mut known = Map::new();
+            for name in T::FIELDS {
+                if let Some(v) = fields.remove(*name) {
+                    known.insert((*name).to_owned(), v);
+                }
+            }
+            let mut typed: T = serde_json::from_value(Value::Object(known)).map_err(|e| {
                 // serde names the first missing field; keep that as its own reason.
                 let msg = e.to_string();
                 match msg
@@ -369,7 +470,9 @@ impl OfficialAccountBody {
                     },
                     None => BodyError::Shape(e),
                 }
-            })
+            })?;
+            *typed.extra_mut() = fields;
+            Ok(typed)
         }
         fn with_account(body: AccountCreation) -> Result<AccountCreation, BodyError> {
             match body.official_account {

@@ -324,7 +324,10 @@ mod tests {
             let back: Event = serde_json::from_value(json.clone()).expect("deserialize");
             assert_eq!(back, event, "{name}");
             assert_eq!(json["type"], event.payload.type_name(), "{name}");
-            insta::assert_json_snapshot!(name.trim_end_matches(".json"), json);
+            // Pretty JSON with sorted keys, as text: insta's own JSON writer
+            // does not know serde_json's arbitrary-precision numbers.
+            let pretty = serde_json::to_string_pretty(&json).expect("serialize");
+            insta::assert_snapshot!(name.trim_end_matches(".json"), pretty);
         }
         assert_eq!(types.len(), OfficialAccountCommand::ALL.len(), "{types:?}");
     }
@@ -523,5 +526,39 @@ mod properties {
             prop_assert_eq!(&m.cloud_custom_data, &custom);
             prop_assert_eq!(event.extra, extra);
         }
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use super::*;
+    use crate::callback::parse_body;
+
+    /// Found by `fuzz/fuzz_targets/body.rs` (issue 7): a number no machine type
+    /// holds (here an integer beyond u64) came back from `extra` rounded, so
+    /// the event did not keep what Tencent sent. serde_json's
+    /// `arbitrary_precision` now keeps numbers as their original text.
+    #[test]
+    fn unmapped_numbers_keep_their_exact_text() {
+        let body = br#"{"CallbackCommand":"OfficialAccount.CallbackBeforeCreateOfficialAccount","Ofcial_AccoventTime": 101334698616216252381,"F":0.1000000000000000055511151231257827,"N":-0.0}"#;
+        let envelope = parse_body(body).expect("valid");
+        let q = CallbackQuery {
+            command: OfficialAccountCommand::BeforeCreate.as_str().into(),
+            ..CallbackQuery::default()
+        };
+        let received = Received {
+            query: &q,
+            received_at_ms: 1,
+        };
+        let event = normalize(received, OfficialAccountCommand::BeforeCreate, envelope)
+            .expect("normalizes");
+        let json = serde_json::to_string(&event.extra).expect("serialize");
+        assert_eq!(
+            json,
+            r#"{"F":0.1000000000000000055511151231257827,"N":-0.0,"Ofcial_AccoventTime":101334698616216252381}"#
+        );
+        let back: Event = serde_json::from_str(&serde_json::to_string(&event).expect("serialize"))
+            .expect("parse");
+        assert_eq!(back, event);
     }
 }
