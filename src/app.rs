@@ -65,6 +65,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<Snapshot> {
     tracing::debug!(?config, "Configuration loaded.");
+    if let Some(files) = &config.tls {
+        // Fail at start, with the file named, rather than on the first connection.
+        http::tls_acceptor(files)?;
+    }
     let metrics = Arc::new(Metrics::new());
     metrics.init_series(&http::respond::REASONS, &crate::sink::ERROR_CLASSES);
 

@@ -62,6 +62,8 @@ pub struct Config {
     pub trusted_proxy_header: Option<http::HeaderName>,
     /// Peers whose `trusted_proxy_header` is believed; empty means any peer.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// TLS certificate chain and private key (PEM) for the callback port.
+    pub tls: Option<TlsFiles>,
     /// When a callback is answered OK.
     pub ack_mode: AckMode,
     /// `delivered` mode: how long to wait for Kafka before spooling.
@@ -70,6 +72,15 @@ pub struct Config {
     pub spool_dir: PathBuf,
     /// Spool size limit.
     pub spool_max_bytes: u64,
+}
+
+/// PEM files for TLS on the callback port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// When a callback is answered OK (see docs/reliability.md).
@@ -149,6 +160,7 @@ impl fmt::Debug for Config {
             .field("allowed_sources", &self.allowed_sources)
             .field("trusted_proxy_header", &self.trusted_proxy_header)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("tls", &self.tls)
             .field("ack_mode", &self.ack_mode)
             .field("delivery_timeout", &self.delivery_timeout)
             .field("spool_dir", &self.spool_dir)
@@ -375,6 +387,15 @@ pub struct Cli {
     #[arg(long, env = "BRIDGE_TRUSTED_PROXIES", value_name = "CIDR,...")]
     pub trusted_proxies: Option<String>,
 
+    /// PEM certificate chain: serve the callback port over HTTPS (needs
+    /// BRIDGE_TLS_KEY_FILE). Unset: plain HTTP, for a TLS-terminating ingress.
+    #[arg(long, env = "BRIDGE_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key for BRIDGE_TLS_CERT_FILE.
+    #[arg(long, env = "BRIDGE_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
     /// When a callback is answered OK: enqueued (in the producer's memory queue),
     /// spooled (fsync'd to the local spool) or delivered (acknowledged by Kafka,
     /// or spooled after BRIDGE_DELIVERY_TIMEOUT) [default: enqueued].
@@ -417,6 +438,8 @@ struct FileConfig {
     allowed_sources: Option<Vec<String>>,
     trusted_proxy_header: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
     ack_mode: Option<AckMode>,
     delivery_timeout: Option<String>,
     spool_dir: Option<PathBuf>,
@@ -576,6 +599,25 @@ impl Config {
                 "is set but BRIDGE_TRUSTED_PROXY_HEADER is not: name the header those proxies set",
             ));
         }
+        let tls = match (
+            cli.tls_cert_file.or(file.tls_cert_file),
+            cli.tls_key_file.or(file.tls_key_file),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (Some(_), None) => {
+                return Err(bad(
+                    "BRIDGE_TLS_KEY_FILE",
+                    "is needed with BRIDGE_TLS_CERT_FILE",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "BRIDGE_TLS_CERT_FILE",
+                    "is needed with BRIDGE_TLS_KEY_FILE",
+                ));
+            }
+        };
         let max_connections = match cli.max_connections {
             Some(s) => number("BRIDGE_MAX_CONNECTIONS", &s)?,
             None => file.max_connections.unwrap_or(4096),
@@ -789,6 +831,7 @@ impl Config {
             allowed_sources,
             trusted_proxy_header,
             trusted_proxies,
+            tls,
             ack_mode,
             delivery_timeout,
             spool_dir,

@@ -42,7 +42,8 @@ impl Stream {
 }
 
 /// Every `reason` of `chat_bridge_http_connections_closed_total`.
-pub const CONNECTION_CLOSE_REASONS: [&str; 6] = [
+pub const CONNECTION_CLOSE_REASONS: [&str; 7] = [
+    "tls_handshake",
     "idle_timeout",
     "header_timeout",
     "headers_too_large",

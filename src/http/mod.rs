@@ -6,6 +6,9 @@ pub mod admin;
 pub mod callback;
 mod conn;
 pub mod respond;
+mod tls;
+
+pub use tls::acceptor as tls_acceptor;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -124,6 +127,20 @@ pub async fn serve_callbacks(
 ) {
     let limit = state.config.max_connections;
     let permits = Arc::new(Semaphore::new(limit));
+    let acceptor = match &state.config.tls {
+        Some(files) => match tls::acceptor(files) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                // Checked at start (app::run), so this is a file changed since.
+                error!(
+                    error = format!("{e:#}"),
+                    "TLS setup failed; not serving callbacks."
+                );
+                return;
+            }
+        },
+        None => None,
+    };
     let (closing_tx, closing_rx) = watch::channel(false);
     tokio::pin!(shutdown);
 
@@ -149,8 +166,25 @@ pub async fn serve_callbacks(
         let state = state.clone();
         let closing = closing_rx.clone();
         state.metrics.connection_opened();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            conn::serve(stream, peer, state.clone(), closing).await;
+            match acceptor {
+                None => conn::serve(stream, peer, state.clone(), closing).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        state.config.header_read_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(tls)) => conn::serve(tls, peer, state.clone(), closing).await,
+                        Ok(Err(e)) => state.metrics.connection_error("tls_handshake", &e),
+                        Err(_) => state
+                            .metrics
+                            .connection_error("tls_handshake", &"handshake timed out"),
+                    }
+                }
+            }
             state.metrics.connection_closed();
             drop(permit);
         });

@@ -605,3 +605,80 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
         .expect("wait");
     assert!(status.success());
 }
+
+/// TLS in the bridge itself: a callback over HTTPS is answered and
+/// published; plain HTTP to the TLS port is refused at the handshake and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_in_the_bridge() {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    let (cert, key) = (format!("{dir}/cert.pem"), format!("{dir}/key.pem"));
+    let bridge = TestBridge::start(&["--tls-cert-file", &cert, "--tls-key-file", &key]).await;
+
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(format!("{dir}/ca.pem")).expect("CA file") {
+        roots.add(c.expect("cert")).expect("root");
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr(&bridge.base))
+        .await
+        .expect("connect");
+    let server = ServerName::try_from("127.0.0.1").expect("name");
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(server, tcp)
+        .await
+        .expect("TLS handshake with the bridge");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP over TLS");
+    tokio::spawn(conn);
+    let req = hyper::Request::post(signed_path(CMD, TOKEN, now_secs()))
+        .header("host", "127.0.0.1")
+        .body(Full::new(Bytes::from(fixture("oa-full.json"))))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("answer");
+    assert_eq!(resp.status(), 200);
+    #[allow(clippy::disallowed_methods)] // our own small answer
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(
+        &body[..],
+        br#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#
+    );
+    assert_eq!(
+        crate::harness::consume(&bridge.topic, 1, Duration::from_secs(30))
+            .await
+            .len(),
+        1
+    );
+
+    // Plain HTTP to the TLS port: no answer, counted.
+    let (answer, _) = exchange(
+        &bridge.base,
+        b"GET /callback HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+    assert_eventually!(
+        bridge
+            .metric(r#"chat_bridge_http_connections_closed_total{reason="tls_handshake"}"#)
+            .await
+            == 1.0,
+        Duration::from_secs(5),
+        "tls_handshake counted"
+    );
+    bridge.stop().await;
+}
