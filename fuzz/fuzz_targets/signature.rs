@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let token = parts.next().unwrap_or_default();
     let request_time = parts.next().unwrap_or_default();
     let given = parts.next().unwrap_or_default();
-    let now: i64 = parts.next().and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+    let now: i64 = parts
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
     let skew = Duration::from_secs(60);
 
     // Arbitrary input: any answer but a panic.
@@ -25,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
         let s = sign(token, request_time);
         assert_eq!(verify(token, Some(&s), Some(request_time), t, skew), Ok(()));
         let upper = s.to_ascii_uppercase();
-        assert_eq!(verify(token, Some(&upper), Some(request_time), t, skew), Ok(()));
+        assert_eq!(
+            verify(token, Some(&upper), Some(request_time), t, skew),
+            Ok(())
+        );
         let other = format!("{token}x");
         assert_eq!(
             verify(&other, Some(&s), Some(request_time), t, skew),
