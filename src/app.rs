@@ -188,7 +188,24 @@ pub async fn run(
     )
     .await;
 
-    // No new records from the spool; what it holds stays there for the next start.
+    // While Kafka is reachable, publish what the spool holds (on an emptyDir
+    // it would be gone with the pod), keeping a second for the flush; what
+    // is still there after that stays for the next start.
+    let spool_deadline = began.get().copied().unwrap_or_else(Instant::now) + shutdown_timeout;
+    let spool_drain_began = Instant::now();
+    while spool.pending() > 0
+        && health.kafka.load(std::sync::atomic::Ordering::Acquire)
+        && Instant::now() + Duration::from_secs(1) < spool_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if spool_drain_began.elapsed() > Duration::from_millis(20) {
+        info!(
+            left_in_spool = spool.pending(),
+            elapsed_ms = spool_drain_began.elapsed().as_millis() as u64,
+            "Published the spool before stopping."
+        );
+    }
     let _ = forward_stop_tx.send(true);
     let _ = forwarder.await;
     // The drain so far counts against the same shutdown timeout.
