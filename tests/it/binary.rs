@@ -285,58 +285,88 @@ async fn sigterm_under_traffic_loses_no_acknowledged_callback_in_any_mode() {
 
 /// Fault 4: SIGKILL under load in spooled mode, then a restart on the same
 /// spool: everything answered OK reaches Kafka (duplicates allowed, same id).
+/// Two rounds: with Kafka up (the forwarder keeps up and checkpoints, so few
+/// records are replayed), and with Kafka unreachable until the restart (every
+/// acknowledged record is only in the spool when the process dies).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_spooled_mode_then_restart_loses_nothing() {
-    let topic = unique("sigkill");
-    create_topic(&topic).await;
-    create_topic(&format!("{topic}-dlq")).await;
-    let spool = crate::harness::spool_dir(&topic);
-    let spool = spool.to_str().expect("utf-8").to_owned();
-    let app = APP_ID.to_string();
-    let env = [
-        ("BRIDGE_KAFKA_BROKERS", bootstrap()),
-        ("BRIDGE_KAFKA_TOPIC", topic.as_str()),
-        ("BRIDGE_SDKAPPID", app.as_str()),
-        ("BRIDGE_CALLBACK_TOKEN", TOKEN),
-        ("BRIDGE_ACK_MODE", "spooled"),
-        ("BRIDGE_SPOOL_DIR", spool.as_str()),
-    ];
-    let bridge = Bridge::spawn(&env);
-    let admin = bridge.admin.clone();
-    assert_eventually!(
-        get(&format!("{admin}/readyz")).await.0 == 200,
-        Duration::from_secs(30),
-        "bridge ready"
-    );
-    let load = Load::start(&bridge.callback, 8, 200.0, 5_000, "kill");
-    assert_eventually!(
-        load.ok() >= 1_000,
-        Duration::from_secs(30),
-        "traffic flowing"
-    );
-    // Long enough for the forwarder to have checkpointed its progress.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    bridge.signal("-KILL");
-    let result = load.stop().await;
-    drop(bridge);
+    for kafka_up in [true, false] {
+        let topic = unique("sigkill");
+        create_topic(&topic).await;
+        create_topic(&format!("{topic}-dlq")).await;
+        let spool = crate::harness::spool_dir(&topic);
+        let spool = spool.to_str().expect("utf-8").to_owned();
+        let app = APP_ID.to_string();
+        let env = |brokers: &'static str| {
+            [
+                ("BRIDGE_KAFKA_BROKERS", brokers.to_owned()),
+                ("BRIDGE_KAFKA_TOPIC", topic.clone()),
+                ("BRIDGE_SDKAPPID", app.clone()),
+                ("BRIDGE_CALLBACK_TOKEN", TOKEN.to_owned()),
+                ("BRIDGE_ACK_MODE", "spooled".to_owned()),
+                ("BRIDGE_SPOOL_DIR", spool.clone()),
+            ]
+        };
+        let first = env(if kafka_up { bootstrap() } else { "127.0.0.1:1" });
+        let first: Vec<(&str, &str)> = first.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let bridge = Bridge::spawn(&first);
+        let admin = bridge.admin.clone();
+        assert_eventually!(
+            get(&format!("{admin}/readyz")).await.0 == 200,
+            Duration::from_secs(30),
+            "bridge ready (spooled mode is ready without Kafka)"
+        );
+        let load = Load::start(&bridge.callback, 8, 200.0, 5_000, "kill");
+        assert_eventually!(
+            load.ok() >= 1_000,
+            Duration::from_secs(30),
+            "traffic flowing"
+        );
+        // Long enough for the forwarder to have checkpointed its progress.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let pending_at_kill = crate::harness::metric(&admin, "chat_bridge_spool_events").await;
+        bridge.signal("-KILL");
+        let result = load.stop().await;
+        drop(bridge);
 
-    let bridge = Bridge::spawn(&env);
-    let admin = bridge.admin.clone();
-    assert_eventually!(
-        crate::harness::metric(&admin, "chat_bridge_spool_events").await == 0.0
-            && crate::harness::metric(&admin, "chat_bridge_kafka_unconfirmed_events").await == 0.0
-            && get(&format!("{admin}/readyz")).await.0 == 200,
-        Duration::from_secs(60),
-        "the restarted bridge publishes its spool"
-    );
-    let replayed = crate::harness::metric(&admin, "chat_bridge_spool_replayed_total").await;
-    let v = verify(bootstrap(), &topic, &result.acked).await;
-    report(
-        "bridge SIGKILL under load, restarted (spooled)",
-        &result,
-        &v,
-    );
-    eprintln!("[fault]   replayed after restart: {replayed}");
-    assert_eq!(v.lost, 0, "acknowledged callbacks missing from Kafka");
-    bridge.signal("-TERM");
+        let second = env(bootstrap());
+        let second: Vec<(&str, &str)> = second.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let bridge = Bridge::spawn(&second);
+        let admin = bridge.admin.clone();
+        assert_eventually!(
+            crate::harness::metric(&admin, "chat_bridge_spool_events").await == 0.0
+                && crate::harness::metric(&admin, "chat_bridge_kafka_unconfirmed_events").await
+                    == 0.0
+                && get(&format!("{admin}/readyz")).await.0 == 200,
+            Duration::from_secs(60),
+            "the restarted bridge publishes its spool"
+        );
+        let replayed = crate::harness::metric(&admin, "chat_bridge_spool_replayed_total").await;
+        let v = verify(bootstrap(), &topic, &result.acked).await;
+        let scenario = if kafka_up {
+            "Kafka up"
+        } else {
+            "Kafka unreachable before the kill"
+        };
+        report(
+            &format!("bridge SIGKILL under load, restarted (spooled, {scenario})"),
+            &result,
+            &v,
+        );
+        eprintln!(
+            "[fault]   in the spool at the kill (last scrape): {pending_at_kill}; replayed after restart: {replayed}"
+        );
+        assert_eq!(
+            v.lost, 0,
+            "{scenario}: acknowledged callbacks missing from Kafka"
+        );
+        if !kafka_up {
+            assert!(
+                replayed as usize >= result.acked.len(),
+                "{scenario}: only {replayed} of {} replayed",
+                result.acked.len()
+            );
+        }
+        bridge.signal("-TERM");
+    }
 }
