@@ -155,6 +155,18 @@ def cmd_alert_tests(rules_file, tests_file):
     done(f"each of the {len(alerts)} alerts has a firing and a quiet unit test")
 
 
+QUANTITY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity(q):
+    """Bytes of a Kubernetes-style quantity (1073741824, "800Mi", "1.5Gi")."""
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)", str(q).strip())
+    if not m or m.group(2) not in QUANTITY_UNITS:
+        raise ValueError(f"not a quantity: {q!r}")
+    return int(float(m.group(1)) * QUANTITY_UNITS[m.group(2)])
+
+
 def docs_of(out):
     return [d for d in yaml.safe_load_all(Path(out).read_text()) if d]
 
@@ -247,21 +259,34 @@ def cmd_rendered(case, values_file, out):
     ports = {p["name"]: p["targetPort"] for d in docs if d["kind"] == "Service" and not d["metadata"]["name"].endswith("-headless") for p in d["spec"]["ports"]}
     check(ports == {"callback": "callback", "admin": "admin"}, f"Service ports {ports}")
 
-    # Spool.
+    # Spool: always a volume at spool.dir, named by BRIDGE_SPOOL_DIR, and a
+    # spool_max_bytes that fits it.
+    sp = v["spool"]
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    if v["spool"]["enabled"]:
-        check(env.get("BRIDGE_SPOOL_DIR", {}).get("value") == v["spool"]["dir"], "BRIDGE_SPOOL_DIR")
-        check(mounts.get("spool") == v["spool"]["dir"], "spool mounted at BRIDGE_SPOOL_DIR")
-    else:
-        check("BRIDGE_SPOOL_DIR" not in env and "spool" not in mounts, "no spool when disabled")
+    check(env.get("BRIDGE_SPOOL_DIR", {}).get("value") == sp["dir"], "BRIDGE_SPOOL_DIR")
+    check(mounts.get("spool") == sp["dir"], "spool mounted at BRIDGE_SPOOL_DIR")
+    check("BRIDGE_SPOOL_MAX_BYTES" not in env, "spool_max_bytes is in bridge.toml, not the environment")
+    check(conf.get("ack_mode") == v["config"]["ackMode"], f"ack_mode {conf.get('ack_mode')}")
+    check(conf.get("delivery_timeout") == v["config"]["deliveryTimeout"], f"delivery_timeout {conf.get('delivery_timeout')}")
     if stateful:
         claims = w["spec"]["volumeClaimTemplates"]
         check([cl["metadata"]["name"] for cl in claims] == ["spool"], "one spool claim per pod")
-        check(claims[0]["spec"]["resources"]["requests"]["storage"] == v["spool"]["persistence"]["size"], "claim size")
+        check(claims[0]["spec"]["resources"]["requests"]["storage"] == sp["persistence"]["size"], "claim size")
         check("spool" not in vols, "the spool is the claim, not a pod volume")
         check(w["spec"]["serviceName"] in [d["metadata"]["name"] for d in docs if d["kind"] == "Service"], "governing Service")
-    elif v["spool"]["enabled"]:
-        check("emptyDir" in vols.get("spool", {}), "spool on an emptyDir")
+        size = quantity(sp["persistence"]["size"])
+    else:
+        check("volumeClaimTemplates" not in w["spec"], "no claims without persistence")
+        limit = sp["emptyDir"].get("sizeLimit")
+        check(vols.get("spool", {}).get("emptyDir") == ({"sizeLimit": limit} if limit else {}), f"spool emptyDir {vols.get('spool')}")
+        size = quantity(limit) if limit else None
+    if sp["maxBytes"] not in ("", None):
+        want = quantity(sp["maxBytes"])
+    else:
+        want = int(size * 0.8) if size else None
+    check(conf.get("spool_max_bytes") == want, f"spool_max_bytes {conf.get('spool_max_bytes')}, want {want}")
+    if size and want:
+        check(want <= size * 0.9, f"spool_max_bytes {want} does not leave 10% of the volume's {size}")
 
     # Optional resources: present exactly when enabled.
     m = v["metrics"]
