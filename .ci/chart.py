@@ -8,6 +8,7 @@ kubernetes-validate).
   chart.py alert-tests RULES TESTS     every alert has a firing and a quiet unit test
   chart.py rendered CASE VALUES OUT    assertions on `helm template` output OUT
   chart.py bridge-config OUT DIR       the rendered bridge.toml, token paths moved to DIR
+  chart.py dashboard-rules OUT         the dashboard's queries as recording rules, for promtool
 """
 
 import json
@@ -329,6 +330,30 @@ def cmd_bridge_config(out, secret_dir):
     sys.stdout.write(text)
 
 
+def cmd_dashboard_rules(out):
+    """Every query of the dashboard (Grafana's variables replaced by values)
+    as a recording rule, so that promtool check rules parses it."""
+    dashboard = json.loads((CHART / "files/dashboards/chat-kafka-bridge.json").read_text())
+    subst = {"$__rate_interval": "5m", "$__range": "6h", "$__interval": "1m", "$namespace": ".*", "$pod": ".*"}
+    rules = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for var, value in subst.items():
+                expr = expr.replace(var, value)
+            check("$" not in expr, f"panel {panel['title']!r}: unknown variable in {expr}")
+            rules.append({"record": f"dashboard:panel_{panel['id']}_{target['refId']}", "expr": expr})
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":
+            q = var["query"]["query"]
+            m = re.fullmatch(r"label_values\((.*), *[a-z_]+\)", q)
+            check(m, f"variable {var['name']}: {q}")
+            if m:
+                rules.append({"record": f"dashboard:variable_{var['name']}", "expr": m.group(1).replace("$namespace", ".*")})
+    Path(out).write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done(f"{len(rules)} dashboard queries written to {out}")
+
+
 def main():
     args = sys.argv[1:]
     if args[:1] == ["schema"]:
@@ -341,6 +366,8 @@ def main():
         cmd_rendered(args[1], args[2], args[3])
     elif args[:1] == ["bridge-config"]:
         cmd_bridge_config(args[1], args[2])
+    elif args[:1] == ["dashboard-rules"]:
+        cmd_dashboard_rules(args[1])
     else:
         sys.exit(__doc__)
 
