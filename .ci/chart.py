@@ -8,6 +8,7 @@ kubernetes-validate).
   chart.py alert-tests RULES TESTS     every alert has a firing and a quiet unit test
   chart.py rendered CASE VALUES OUT    assertions on `helm template` output OUT
   chart.py bridge-config OUT DIR       the rendered bridge.toml, token paths moved to DIR
+  chart.py dashboard-rules OUT         the dashboard's queries as recording rules, for promtool
 """
 
 import json
@@ -155,6 +156,18 @@ def cmd_alert_tests(rules_file, tests_file):
     done(f"each of the {len(alerts)} alerts has a firing and a quiet unit test")
 
 
+QUANTITY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity(q):
+    """Bytes of a Kubernetes-style quantity (1073741824, "800Mi", "1.5Gi")."""
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)", str(q).strip())
+    if not m or m.group(2) not in QUANTITY_UNITS:
+        raise ValueError(f"not a quantity: {q!r}")
+    return int(float(m.group(1)) * QUANTITY_UNITS[m.group(2)])
+
+
 def docs_of(out):
     return [d for d in yaml.safe_load_all(Path(out).read_text()) if d]
 
@@ -247,21 +260,34 @@ def cmd_rendered(case, values_file, out):
     ports = {p["name"]: p["targetPort"] for d in docs if d["kind"] == "Service" and not d["metadata"]["name"].endswith("-headless") for p in d["spec"]["ports"]}
     check(ports == {"callback": "callback", "admin": "admin"}, f"Service ports {ports}")
 
-    # Spool.
+    # Spool: always a volume at spool.dir, named by BRIDGE_SPOOL_DIR, and a
+    # spool_max_bytes that fits it.
+    sp = v["spool"]
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    if v["spool"]["enabled"]:
-        check(env.get("BRIDGE_SPOOL_DIR", {}).get("value") == v["spool"]["dir"], "BRIDGE_SPOOL_DIR")
-        check(mounts.get("spool") == v["spool"]["dir"], "spool mounted at BRIDGE_SPOOL_DIR")
-    else:
-        check("BRIDGE_SPOOL_DIR" not in env and "spool" not in mounts, "no spool when disabled")
+    check(env.get("BRIDGE_SPOOL_DIR", {}).get("value") == sp["dir"], "BRIDGE_SPOOL_DIR")
+    check(mounts.get("spool") == sp["dir"], "spool mounted at BRIDGE_SPOOL_DIR")
+    check("BRIDGE_SPOOL_MAX_BYTES" not in env, "spool_max_bytes is in bridge.toml, not the environment")
+    check(conf.get("ack_mode") == v["config"]["ackMode"], f"ack_mode {conf.get('ack_mode')}")
+    check(conf.get("delivery_timeout") == v["config"]["deliveryTimeout"], f"delivery_timeout {conf.get('delivery_timeout')}")
     if stateful:
         claims = w["spec"]["volumeClaimTemplates"]
         check([cl["metadata"]["name"] for cl in claims] == ["spool"], "one spool claim per pod")
-        check(claims[0]["spec"]["resources"]["requests"]["storage"] == v["spool"]["persistence"]["size"], "claim size")
+        check(claims[0]["spec"]["resources"]["requests"]["storage"] == sp["persistence"]["size"], "claim size")
         check("spool" not in vols, "the spool is the claim, not a pod volume")
         check(w["spec"]["serviceName"] in [d["metadata"]["name"] for d in docs if d["kind"] == "Service"], "governing Service")
-    elif v["spool"]["enabled"]:
-        check("emptyDir" in vols.get("spool", {}), "spool on an emptyDir")
+        size = quantity(sp["persistence"]["size"])
+    else:
+        check("volumeClaimTemplates" not in w["spec"], "no claims without persistence")
+        limit = sp["emptyDir"].get("sizeLimit")
+        check(vols.get("spool", {}).get("emptyDir") == ({"sizeLimit": limit} if limit else {}), f"spool emptyDir {vols.get('spool')}")
+        size = quantity(limit) if limit else None
+    if sp["maxBytes"] not in ("", None):
+        want = quantity(sp["maxBytes"])
+    else:
+        want = int(size * 0.8) if size else None
+    check(conf.get("spool_max_bytes") == want, f"spool_max_bytes {conf.get('spool_max_bytes')}, want {want}")
+    if size and want:
+        check(want <= size * 0.9, f"spool_max_bytes {want} does not leave 10% of the volume's {size}")
 
     # Optional resources: present exactly when enabled.
     m = v["metrics"]
@@ -304,6 +330,30 @@ def cmd_bridge_config(out, secret_dir):
     sys.stdout.write(text)
 
 
+def cmd_dashboard_rules(out):
+    """Every query of the dashboard (Grafana's variables replaced by values)
+    as a recording rule, so that promtool check rules parses it."""
+    dashboard = json.loads((CHART / "files/dashboards/chat-kafka-bridge.json").read_text())
+    subst = {"$__rate_interval": "5m", "$__range": "6h", "$__interval": "1m", "$namespace": ".*", "$pod": ".*"}
+    rules = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for var, value in subst.items():
+                expr = expr.replace(var, value)
+            check("$" not in expr, f"panel {panel['title']!r}: unknown variable in {expr}")
+            rules.append({"record": f"dashboard:panel_{panel['id']}_{target['refId']}", "expr": expr})
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":
+            q = var["query"]["query"]
+            m = re.fullmatch(r"label_values\((.*), *[a-z_]+\)", q)
+            check(m, f"variable {var['name']}: {q}")
+            if m:
+                rules.append({"record": f"dashboard:variable_{var['name']}", "expr": m.group(1).replace("$namespace", ".*")})
+    Path(out).write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done(f"{len(rules)} dashboard queries written to {out}")
+
+
 def main():
     args = sys.argv[1:]
     if args[:1] == ["schema"]:
@@ -316,6 +366,8 @@ def main():
         cmd_rendered(args[1], args[2], args[3])
     elif args[:1] == ["bridge-config"]:
         cmd_bridge_config(args[1], args[2])
+    elif args[:1] == ["dashboard-rules"]:
+        cmd_dashboard_rules(args[1])
     else:
         sys.exit(__doc__)
 

@@ -140,9 +140,48 @@ fn a_query_on_a_metric_that_does_not_exist_is_reported() {
     );
 }
 
+/// Whether `used` queries the family `name` (a histogram through its
+/// `_bucket`, `_sum` or `_count` series).
+fn uses(used: &BTreeSet<String>, name: &str) -> bool {
+    ["", "_bucket", "_sum", "_count"]
+        .iter()
+        .any(|suffix| used.contains(&format!("{name}{suffix}")))
+}
+
+/// The families the dashboard must show and the alerts must watch: the
+/// spool's, and the count of acknowledged events that were dropped (issue 3).
+fn spool_families(exported: &BTreeMap<String, String>) -> Vec<String> {
+    exported
+        .keys()
+        .filter(|n| {
+            n.starts_with("chat_bridge_spool_") || *n == "chat_bridge_events_discarded_total"
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_spool_check_reports_a_family_left_off_the_dashboard() {
+    let exported = families(
+        "# TYPE chat_bridge_spool_events gauge\n\
+         # TYPE chat_bridge_spool_write_duration_seconds histogram\n\
+         # TYPE chat_bridge_events_discarded_total counter\n\
+         # TYPE chat_bridge_ready gauge\n",
+    );
+    let used =
+        metric_names("chat_bridge_spool_write_duration_seconds_bucket chat_bridge_spool_events");
+    let left_off: Vec<String> = spool_families(&exported)
+        .into_iter()
+        .filter(|n| !uses(&used, n))
+        .collect();
+    assert_eq!(left_off, ["chat_bridge_events_discarded_total"]);
+}
+
 /// Every `chat_bridge_*` name in the dashboard and the alert rules is on a
 /// live bridge's `/metrics`, with traffic that makes every labelled family
-/// appear (as `admin::every_exported_metric_is_documented` does).
+/// appear (as `admin::every_exported_metric_is_documented` does). And every
+/// spool family the bridge exports is on the dashboard, and the alerts watch
+/// the spool's fill, its age, and dropped events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_alerts_use_only_exported_metrics() {
     let (in_dashboard, in_rules) = used_names();
@@ -167,10 +206,27 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         missing(&used, &families(&scrape().await)),
         families(&scrape().await).keys().collect::<Vec<_>>()
     );
+    let spool = spool_families(&families(&scrape().await));
+    assert!(spool.len() >= 10, "spool families exported: {spool:?}");
+    let left_off: Vec<&String> = spool.iter().filter(|n| !uses(&in_dashboard, n)).collect();
+    assert!(
+        left_off.is_empty(),
+        "exported spool families the dashboard does not show: {left_off:?}"
+    );
+    for watched in [
+        "chat_bridge_events_discarded_total",
+        "chat_bridge_spool_bytes",
+        "chat_bridge_spool_max_bytes",
+        "chat_bridge_spool_oldest_age_seconds",
+    ] {
+        assert!(in_rules.contains(watched), "no alert uses {watched}");
+    }
     eprintln!(
-        "[it] {} chat_bridge_* names in the dashboard and {} in the alert rules, all exported",
+        "[it] {} chat_bridge_* names in the dashboard and {} in the alert rules, all exported; \
+         the dashboard shows all {} spool families",
         in_dashboard.len(),
-        in_rules.len()
+        in_rules.len(),
+        spool.len()
     );
     bridge.stop().await;
 }

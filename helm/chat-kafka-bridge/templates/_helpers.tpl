@@ -62,7 +62,63 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* A StatefulSet (one spool volume claim per pod) instead of a Deployment. */}}
 {{- define "chat-kafka-bridge.statefulSet" -}}
-{{- if and .Values.spool.enabled .Values.spool.persistence.enabled }}true{{ end }}
+{{- if .Values.spool.persistence.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+Bytes of a quantity (1073741824, "800Mi", "1.5Gi", "2G"), as an integer; the
+argument is (list "value.name" value). Fails on anything else.
+*/}}
+{{- define "chat-kafka-bridge.bytes" -}}
+{{- $name := index . 0 }}
+{{- $v := include "chat-kafka-bridge.scalar" (index . 1) | trim }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $v }}
+{{- $unit := trimPrefix $num $v }}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "P" 1000000000000000 "E" 1000000000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 "Ei" 1152921504606846976 }}
+{{- if or (not $num) (not (hasKey $units $unit)) }}
+{{- fail (printf "%s (%s) is not a size: use a number of bytes or a quantity such as 800Mi or 2Gi" $name $v) }}
+{{- end }}
+{{- int64 (floor (mulf (float64 $num) (get $units $unit))) }}
+{{- end }}
+
+{{/* The spool volume's size in bytes: the claim's, or the emptyDir's sizeLimit; empty when unknown. */}}
+{{- define "chat-kafka-bridge.spoolVolumeBytes" -}}
+{{- if .Values.spool.persistence.enabled }}
+{{- include "chat-kafka-bridge.bytes" (list "spool.persistence.size" .Values.spool.persistence.size) }}
+{{- else if .Values.spool.emptyDir.sizeLimit }}
+{{- include "chat-kafka-bridge.bytes" (list "spool.emptyDir.sizeLimit" .Values.spool.emptyDir.sizeLimit) }}
+{{- end }}
+{{- end }}
+
+{{/* Which value spoolVolumeBytes comes from. */}}
+{{- define "chat-kafka-bridge.spoolVolumeValue" -}}
+{{- if .Values.spool.persistence.enabled }}spool.persistence.size{{ else }}spool.emptyDir.sizeLimit{{ end }}
+{{- end }}
+
+{{/*
+spool_max_bytes: spool.maxBytes, else 80% of the volume's size; empty (the
+bridge's default) when neither is known.
+*/}}
+{{- define "chat-kafka-bridge.spoolMaxBytes" -}}
+{{- $v := .Values.spool.maxBytes }}
+{{- if and (not (kindIs "invalid" $v)) (ne (toString $v) "") }}
+{{- include "chat-kafka-bridge.bytes" (list "spool.maxBytes" $v) }}
+{{- else }}
+{{- with include "chat-kafka-bridge.spoolVolumeBytes" . }}
+{{- int64 (floor (mulf (int64 .) 0.8)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* config.deliveryTimeout in milliseconds. */}}
+{{- define "chat-kafka-bridge.deliveryTimeoutMs" -}}
+{{- $v := toString .Values.config.deliveryTimeout | trim }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $v }}
+{{- $unit := trimPrefix $num $v }}
+{{- if or (not $num) (not (has $unit (list "ms" "s"))) }}
+{{- fail (printf "config.deliveryTimeout (%s) must be written in ms or s, e.g. 1s or 500ms" $v) }}
+{{- end }}
+{{- int64 (floor (mulf (float64 $num) (ternary 1000 1 (eq $unit "s")))) }}
 {{- end }}
 
 {{/* host:port for a listener; IPv6 hosts get brackets. */}}
@@ -119,6 +175,27 @@ every template that needs a valid configuration.
 {{- $drain := add (int .Values.config.shutdownTimeoutSeconds) (int .Values.preStopSleepSeconds) }}
 {{- if le (int .Values.terminationGracePeriodSeconds) $drain }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be larger than config.shutdownTimeoutSeconds + preStopSleepSeconds (%d), or Kubernetes kills the bridge before it has flushed to Kafka" (int .Values.terminationGracePeriodSeconds) $drain) }}
+{{- end }}
+{{- $timeoutMs := int64 (include "chat-kafka-bridge.deliveryTimeoutMs" .) }}
+{{- if or (le $timeoutMs 0) (ge $timeoutMs 1800) }}
+{{- fail (printf "config.deliveryTimeout (%s) must be more than 0 and under 1800ms: Tencent gives up on a callback after 2 s, and a delivered-mode request waits this long before it is spooled and answered" (toString .Values.config.deliveryTimeout)) }}
+{{- end }}
+{{- with include "chat-kafka-bridge.spoolMaxBytes" . }}
+{{- $max := int64 . }}
+{{- if lt $max 65536 }}
+{{- fail (printf "spool.maxBytes (%d bytes) must be at least 65536" $max) }}
+{{- end }}
+{{- with include "chat-kafka-bridge.spoolVolumeBytes" $ }}
+{{- $size := int64 . }}
+{{- $room := int64 (floor (mulf $size 0.9)) }}
+{{- if gt $max $room }}
+{{- $why := "an emptyDir that outgrows its sizeLimit gets the pod evicted, and the spool is lost with it" }}
+{{- if $.Values.spool.persistence.enabled }}
+{{- $why = "the claim's filesystem keeps part of it for itself (ext4: a journal, and 5% reserved for root), and a spool that cannot write drops acknowledged events" }}
+{{- end }}
+{{- fail (printf "spool.maxBytes (%d bytes) must be at most 90%% of %s (%d bytes), i.e. %d: %s. Lower spool.maxBytes, or leave it empty for 80%% of the volume" $max (include "chat-kafka-bridge.spoolVolumeValue" $) $size $room $why) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled }}
 {{- fail "metrics.serviceMonitor and metrics.podMonitor are both enabled: each pod would be scraped twice; enable one" }}

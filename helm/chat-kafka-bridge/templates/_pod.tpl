@@ -48,14 +48,9 @@ spec:
               name: {{ include "chat-kafka-bridge.secretName" . }}
               key: {{ .Values.kafka.saslPassword.key }}
         {{- end }}
-        {{- if .Values.spool.enabled }}
+        # The spool volume (spool_max_bytes is in bridge.toml).
         - name: BRIDGE_SPOOL_DIR
           value: {{ .Values.spool.dir | quote }}
-        {{- with .Values.spool.maxBytes }}
-        - name: BRIDGE_SPOOL_MAX_BYTES
-          value: {{ include "chat-kafka-bridge.scalar" . | quote }}
-        {{- end }}
-        {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -101,10 +96,8 @@ spec:
         {{- end }}
         - name: tmp
           mountPath: /tmp
-        {{- if .Values.spool.enabled }}
         - name: spool
-          mountPath: {{ .Values.spool.dir }}
-        {{- end }}
+          mountPath: {{ .Values.spool.dir | quote }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -124,13 +117,16 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: 16Mi
-    {{- if and .Values.spool.enabled (not .Values.spool.persistence.enabled) }}
-    # The spool on an emptyDir survives container restarts only.
+    {{- if not .Values.spool.persistence.enabled }}
+    # The spool on an emptyDir survives container restarts only; with
+    # spool.persistence it is the StatefulSet's claim instead.
     - name: spool
+      {{- with .Values.spool.emptyDir.sizeLimit }}
       emptyDir:
-        {{- with .Values.spool.emptyDir.sizeLimit }}
-        sizeLimit: {{ . }}
-        {{- end }}
+        sizeLimit: {{ . | quote }}
+      {{- else }}
+      emptyDir: {}
+      {{- end }}
     {{- end }}
     {{- with .Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}
