@@ -72,19 +72,7 @@ async fn health_readiness_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_exported_metric_is_documented() {
     let bridge = TestBridge::start(&[]).await;
-    // Make the labelled families appear.
-    assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
-    assert_eq!(get(&format!("{}/callback", bridge.base)).await.0, 405);
-    let url = signed_url(
-        &bridge.base,
-        "OfficialAccount.CallbackAfterOfficialAccountFull",
-        now_secs(),
-    );
-    // A dead letter, so that its series is exercised too.
-    assert_eq!(
-        crate::harness::post(&url, b"[1]".to_vec()).await.status,
-        200
-    );
+    bridge.exercise_every_outcome().await;
     assert_eventually!(
         bridge.metric("chat_bridge_kafka_brokers_up").await >= 1.0,
         Duration::from_secs(15),

@@ -202,6 +202,21 @@ impl TestBridge {
         self.send(&fixture(name)).await
     }
 
+    /// Sends one callback of each outcome that creates a labelled series on
+    /// demand (published, refused by method, dead-lettered), so that every
+    /// metric family the bridge has is on `/metrics`.
+    pub async fn exercise_every_outcome(&self) {
+        assert_eq!(self.send_fixture("oa-full.json").await.status, 200);
+        assert_eq!(get(&format!("{}/callback", self.base)).await.0, 405);
+        let url = signed_url(
+            &self.base,
+            "OfficialAccount.CallbackAfterOfficialAccountFull",
+            now_secs(),
+        );
+        // A dead letter: JSON, but not an object.
+        assert_eq!(post(&url, b"[1]".to_vec()).await.status, 200);
+    }
+
     /// Current value of one sample on `/metrics` (0 when absent).
     pub async fn metric(&self, sample: &str) -> f64 {
         metric(&self.admin, sample).await

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::harness::{TestBridge, get, now_secs, post, signed_url};
+use crate::harness::{TestBridge, get};
 
 const DASHBOARD: &str = "helm/chat-kafka-bridge/files/dashboards/chat-kafka-bridge.json";
 const RULES: &str = "helm/chat-kafka-bridge/files/prometheus/chat-kafka-bridge.rules.yml";
@@ -186,15 +186,7 @@ fn the_spool_check_reports_a_family_left_off_the_dashboard() {
 async fn dashboard_and_alerts_use_only_exported_metrics() {
     let (in_dashboard, in_rules) = used_names();
     let bridge = TestBridge::start(&[]).await;
-    assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
-    assert_eq!(get(&format!("{}/callback", bridge.base)).await.0, 405);
-    let url = signed_url(
-        &bridge.base,
-        "OfficialAccount.CallbackAfterOfficialAccountFull",
-        now_secs(),
-    );
-    // A dead letter (a body that is JSON but not an object).
-    assert_eq!(post(&url, b"[1]".to_vec()).await.status, 200);
+    bridge.exercise_every_outcome().await;
 
     let used: BTreeSet<String> = in_dashboard.union(&in_rules).cloned().collect();
     let scrape = || async { get(&format!("{}/metrics", bridge.admin)).await.1 };

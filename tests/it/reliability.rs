@@ -17,6 +17,25 @@ async fn cluster(nodes: usize) -> Arc<Cluster> {
     Arc::new(c)
 }
 
+/// A dedicated cluster of `nodes` with the events and dead-letter topics
+/// (replication = nodes) created on it, and the brokers' address.
+async fn cluster_with_topics(nodes: usize, name: &str) -> (Arc<Cluster>, String, String) {
+    let kafka = cluster(nodes).await;
+    let brokers = kafka.bootstrap();
+    let topic = unique(name);
+    let replication = i32::try_from(nodes).expect("a few nodes");
+    create_topic_on(&brokers, &topic, replication).await;
+    create_topic_on(&brokers, &format!("{topic}-dlq"), replication).await;
+    (kafka, brokers, topic)
+}
+
+/// A bridge on `brokers` writing `topic`, ready.
+async fn ready_bridge(brokers: &str, topic: &str, extra: &[&str]) -> TestBridge {
+    let bridge = TestBridge::start_with(brokers, topic, &format!("{topic}-dlq"), extra).await;
+    bridge.wait_ready().await;
+    bridge
+}
+
 async fn signal(c: &Arc<Cluster>, node: usize, sig: &'static str) {
     let c = c.clone();
     tokio::task::spawn_blocking(move || c.signal(node, sig))
@@ -105,13 +124,8 @@ async fn delivered_mode_answers_after_kafka_acknowledged() {
 /// restarted 30 s later (enqueued mode: librdkafka holds and retries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_broker_killed_and_restarted_30s_later() {
-    let kafka = cluster(1).await;
-    let brokers = kafka.bootstrap();
-    let topic = unique("kill9");
-    create_topic_on(&brokers, &topic, 1).await;
-    create_topic_on(&brokers, &format!("{topic}-dlq"), 1).await;
-    let bridge = TestBridge::start_with(&brokers, &topic, &format!("{topic}-dlq"), &[]).await;
-    bridge.wait_ready().await;
+    let (kafka, brokers, topic) = cluster_with_topics(1, "kill9").await;
+    let bridge = ready_bridge(&brokers, &topic, &[]).await;
     let load = Load::start(
         &format!("{}/callback", bridge.base),
         4,
@@ -146,19 +160,13 @@ async fn fault_broker_killed_and_restarted_30s_later() {
 /// deliveries fail; the failed events go to the spool and are replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_broker_down_longer_than_the_message_timeout() {
-    let kafka = cluster(1).await;
-    let brokers = kafka.bootstrap();
-    let topic = unique("timeout");
-    create_topic_on(&brokers, &topic, 1).await;
-    create_topic_on(&brokers, &format!("{topic}-dlq"), 1).await;
-    let bridge = TestBridge::start_with(
+    let (kafka, brokers, topic) = cluster_with_topics(1, "timeout").await;
+    let bridge = ready_bridge(
         &brokers,
         &topic,
-        &format!("{topic}-dlq"),
         &["--kafka-property", "message.timeout.ms=5000"],
     )
     .await;
-    bridge.wait_ready().await;
     let load = Load::start(
         &format!("{}/callback", bridge.base),
         4,
@@ -197,13 +205,8 @@ async fn fault_broker_down_longer_than_the_message_timeout() {
 /// under load: no loss and no 5xx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_three_brokers_lose_one_under_load() {
-    let kafka = cluster(3).await;
-    let brokers = kafka.bootstrap();
-    let topic = unique("rf3");
-    create_topic_on(&brokers, &topic, 3).await;
-    create_topic_on(&brokers, &format!("{topic}-dlq"), 3).await;
-    let bridge = TestBridge::start_with(&brokers, &topic, &format!("{topic}-dlq"), &[]).await;
-    bridge.wait_ready().await;
+    let (kafka, brokers, topic) = cluster_with_topics(3, "rf3").await;
+    let bridge = ready_bridge(&brokers, &topic, &[]).await;
     let load = Load::start(&format!("{}/callback", bridge.base), 4, 50.0, 20_000, "rf3");
     tokio::time::sleep(Duration::from_secs(5)).await;
     signal(&kafka, 2, "-9").await;
@@ -233,11 +236,7 @@ async fn fault_three_brokers_lose_one_under_load() {
 /// acknowledged is published and callbacks are answered OK again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_spool_fills_then_recovers_when_kafka_returns() {
-    let kafka = cluster(1).await;
-    let brokers = kafka.bootstrap();
-    let topic = unique("spoolfull");
-    create_topic_on(&brokers, &topic, 1).await;
-    create_topic_on(&brokers, &format!("{topic}-dlq"), 1).await;
+    let (kafka, brokers, topic) = cluster_with_topics(1, "spoolfull").await;
     signal(&kafka, 0, "-9").await;
 
     let spooled = TestBridge::start_with(
