@@ -55,6 +55,27 @@ mod tests {
         })
     }
 
+    /// The stored snapshots (`src/event/snapshots/`) are events too.
+    #[test]
+    fn every_snapshot_matches_the_schema() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/event/snapshots");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("snapshot dir") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_none_or(|e| e != "snap") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read snapshot");
+            // insta's header is a block between two `---` lines; the JSON follows.
+            let json = text.splitn(3, "---\n").nth(2).expect("insta header");
+            let event: Value = serde_json::from_str(json)
+                .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+            assert_valid(&event, &path.display().to_string());
+            n += 1;
+        }
+        assert!(n >= 11, "only {n} snapshots");
+    }
+
     #[test]
     fn a_documented_event_is_valid_and_may_gain_fields() {
         assert_valid(&subscribed(), "subscribed");
