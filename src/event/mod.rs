@@ -6,6 +6,8 @@
 //! `docs/events.md`; compatibility rules are there too.
 
 mod normalize;
+#[cfg(test)]
+pub(crate) mod schema_check;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -275,6 +277,8 @@ mod tests {
             let event: Event = serde_json::from_str(json)
                 .unwrap_or_else(|e| panic!("{heading}: not an Event: {e}"));
             assert_eq!(event.payload.type_name(), heading);
+            let value: serde_json::Value = serde_json::from_str(json).expect("JSON");
+            schema_check::assert_valid(&value, heading);
             seen.push(heading.to_owned());
         }
         assert_eq!(seen.len(), 11, "{seen:?}");

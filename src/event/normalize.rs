@@ -324,6 +324,7 @@ mod tests {
             let back: Event = serde_json::from_value(json.clone()).expect("deserialize");
             assert_eq!(back, event, "{name}");
             assert_eq!(json["type"], event.payload.type_name(), "{name}");
+            crate::event::schema_check::assert_valid(&json, &name);
             // Pretty JSON with sorted keys, as text: insta's own JSON writer
             // does not know serde_json's arbitrary-precision numbers.
             let pretty = serde_json::to_string_pretty(&json).expect("serialize");
@@ -416,7 +417,7 @@ mod properties {
             command: command.as_str().to_owned(),
             ..CallbackQuery::default()
         };
-        normalize(
+        let event = normalize(
             Received {
                 query: &q,
                 received_at_ms: 7,
@@ -424,7 +425,10 @@ mod properties {
             command,
             envelope,
         )
-        .expect("normalizes")
+        .expect("normalizes");
+        let json = serde_json::to_value(&event).expect("serialize");
+        crate::event::schema_check::assert_valid(&json, command.as_str());
+        event
     }
 
     proptest! {

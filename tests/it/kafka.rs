@@ -311,45 +311,50 @@ fn log4j() -> String {
 /// Resolves the broker's runtime classpath once per pom.xml content.
 fn resolve_jars() -> Result<PathBuf, String> {
     static LIBS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    LIBS.get_or_init(|| {
-        let digest = POM.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        let libs = PathBuf::from(TMP).join(format!("kafka-libs-{digest:016x}"));
-        if libs.join(".complete").exists() {
-            return Ok(libs);
-        }
-        let partial = libs.with_extension(format!("partial-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&partial);
-        let began = Instant::now();
-        eprintln!(
-            "[it] resolving Kafka jars with Maven into {} ...",
-            libs.display()
-        );
-        let out = Command::new("mvn")
-            .args(["-q", "-B", "-f"])
-            .arg(Path::new(MANIFEST_DIR).join("tests/kafka/pom.xml"))
-            .args(["dependency:copy-dependencies", "-DincludeScope=runtime"])
-            .arg(format!("-DoutputDirectory={}", partial.display()))
-            .output()
-            .map_err(|e| format!("running mvn: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mvn could not resolve the Kafka jars: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        std::fs::write(partial.join(".complete"), "").map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_dir_all(&libs);
-        std::fs::rename(&partial, &libs).map_err(|e| format!("moving jars into place: {e}"))?;
-        eprintln!(
-            "[it] Kafka jars resolved in {:.1}s",
-            began.elapsed().as_secs_f64()
-        );
-        Ok(libs)
-    })
-    .clone()
+    LIBS.get_or_init(|| resolve_maven("tests/kafka/pom.xml", POM, "kafka-libs"))
+        .clone()
+}
+
+/// Copies the runtime dependencies of the pom at `pom` (relative to the
+/// crate, with content `pom_text`) into `target/tmp/<name>-<digest>` with
+/// Maven, once per pom content, and returns that directory.
+pub fn resolve_maven(pom: &str, pom_text: &str, name: &str) -> Result<PathBuf, String> {
+    let digest = pom_text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let libs = PathBuf::from(TMP).join(format!("{name}-{digest:016x}"));
+    if libs.join(".complete").exists() {
+        return Ok(libs);
+    }
+    let partial = libs.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    let began = Instant::now();
+    eprintln!(
+        "[it] resolving {pom} with Maven into {} ...",
+        libs.display()
+    );
+    let out = Command::new("mvn")
+        .args(["-q", "-B", "-f"])
+        .arg(Path::new(MANIFEST_DIR).join(pom))
+        .args(["dependency:copy-dependencies", "-DincludeScope=runtime"])
+        .arg(format!("-DoutputDirectory={}", partial.display()))
+        .output()
+        .map_err(|e| format!("running mvn: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mvn could not resolve the jars of {pom}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::write(partial.join(".complete"), "").map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&libs);
+    std::fs::rename(&partial, &libs).map_err(|e| format!("moving jars into place: {e}"))?;
+    eprintln!(
+        "[it] {pom} resolved in {:.1}s",
+        began.elapsed().as_secs_f64()
+    );
+    Ok(libs)
 }
 
 fn free_port() -> Result<u16, String> {

@@ -9,6 +9,7 @@ mod load;
 
 mod admin;
 mod binary;
+mod contract;
 mod dead_letter;
 mod hostile;
 mod observability;

@@ -41,6 +41,7 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
     for rec in &records {
         let e = rec.json();
         let (name, body) = &sent[&e["event_time_ms"].to_string()];
+        crate::contract::assert_schema_valid(&e, name);
         commands.insert(e["command"].as_str().expect("command").to_owned());
 
         assert_eq!(e["version"], 1, "{name}");
@@ -179,6 +180,9 @@ async fn the_same_callback_twice_has_the_same_id() {
     );
     let records = consume(&bridge.topic, 3, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 3);
+    for r in &records {
+        crate::contract::assert_schema_valid(&r.json(), "retried callback");
+    }
     let ids: Vec<String> = records
         .iter()
         .map(|r| r.json()["id"].as_str().expect("id").to_owned())
@@ -222,6 +226,7 @@ async fn other_families_are_answered_ok_counted_and_not_published() {
     assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
     let records = consume(&bridge.topic, 1, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 1);
+    crate::contract::assert_schema_valid(&records[0].json(), "oa-full.json");
     assert_eq!(count_records(&bridge.topic).await, 1);
     assert_eq!(count_records(&bridge.dlq).await, 0);
 }
