@@ -55,9 +55,8 @@ pub async fn handle(
         .ok_or(Rejection::UnknownApp(query.sdk_app_id))?;
     let received_at_ms = now_ms();
     if !app.tokens.is_empty() {
-        let tokens: Vec<&str> = app.tokens.iter().map(|t| t.expose()).collect();
         callback::verify_any(
-            &tokens,
+            &app.tokens,
             query.sign.as_deref(),
             query.request_time.as_deref(),
             i64::try_from(received_at_ms / 1000).unwrap_or(i64::MAX),

@@ -224,13 +224,8 @@ impl TestBridge {
 
     /// Triggers shutdown and returns the final counts.
     pub async fn stop(mut self) -> Snapshot {
-        self.stop.take().map(|s| s.send(()));
-        let task = self.task.take().expect("running");
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("bridge stops within 30s")
-            .expect("bridge task did not panic")
-            .expect("bridge run returned Ok")
+        self.begin_stop();
+        self.join().await
     }
 
     /// Triggers shutdown without waiting.
