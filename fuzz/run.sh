@@ -13,7 +13,7 @@ for target in query signature body; do
   case $target in
     body) cp ../tests/fixtures/callbacks/*.json "$corpus/" ;;
     query) for f in ../tests/fixtures/callbacks/*.json; do
-             cmd=$(sed -n 's/.*"CallbackCommand": *"\([^"]*\)".*/\1/p' "$f" | head -1)
+             cmd=$(sed -n 's/.*"CallbackCommand": *"\([^"]*\)".*/\1/p;T;q' "$f")
              printf 'SdkAppid=1400000001&CallbackCommand=%s&contenttype=json&ClientIP=203.0.113.7&OptPlatform=RESTAPI&Sign=%064d&RequestTime=1732770000' "$cmd" 0 > "$corpus/$(basename "$f" .json)"
            done ;;
     signature) printf 'xxxxyyyy\n1669872112\n17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061\n1669872112' > "$corpus/vector" ;;
