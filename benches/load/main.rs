@@ -55,6 +55,9 @@ pub struct Options {
     pub max_requests: u64,
     /// Client runtime threads.
     pub client_threads: usize,
+    /// Run the servers under callgrind and count instructions per request
+    /// in one closed-loop phase of `max_requests` each.
+    pub callgrind: bool,
 }
 
 impl Options {
@@ -71,6 +74,7 @@ impl Options {
                 modes: vec!["enqueued".into(), "spooled".into()],
                 max_requests: 50_000,
                 client_threads: 2,
+                callgrind: false,
             }
         } else {
             Options {
@@ -83,6 +87,7 @@ impl Options {
                 modes: vec!["enqueued".into(), "spooled".into()],
                 max_requests: 3_000_000,
                 client_threads: 2,
+                callgrind: false,
             }
         };
         let mut it = args.iter();
@@ -98,6 +103,14 @@ impl Options {
             };
             match a.as_str() {
                 "--bench" | "--smoke" => {}
+                "--callgrind" => {
+                    o.callgrind = true;
+                    o.rounds = 1;
+                    o.fractions.clear();
+                    o.warmup = Duration::ZERO;
+                    o.duration = Duration::from_secs(900);
+                    o.max_requests = 20_000;
+                }
                 "--connections" => o.connections = num(a, value(a)?)? as usize,
                 "--duration" => o.duration = Duration::from_secs_f64(num(a, value(a)?)?),
                 "--warmup" => o.warmup = Duration::from_secs_f64(num(a, value(a)?)?),
@@ -190,13 +203,27 @@ fn run(o: &Options) -> Result<Run, String> {
     // The servers: bare hyper and one bridge per mode, each its own process.
     let binary = Path::new(env!("CARGO_BIN_EXE_chat-kafka-bridge"));
     let tag = format!("{}-{}", std::process::id(), client::unix_us() / 1_000_000);
-    let mut servers = vec![Server::bare()?];
+    let callgrind = |name: &str| {
+        o.callgrind
+            .then(|| results_dir().join(format!("callgrind-{name}-{tag}.out")))
+    };
+    if o.callgrind {
+        std::fs::create_dir_all(results_dir()).map_err(|e| e.to_string())?;
+    }
+    let mut servers = vec![Server::bare(callgrind("bare"))?];
     let mut topics = vec![None];
     for mode in &o.modes {
         let topic = format!("bench-{mode}-{tag}");
         rt.block_on(verify::create_topics(&brokers, &topic))?;
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("load-{mode}-{tag}"));
-        servers.push(Server::bridge(binary, &brokers, &topic, mode, &dir)?);
+        servers.push(Server::bridge(
+            binary,
+            &brokers,
+            &topic,
+            mode,
+            &dir,
+            callgrind(mode),
+        )?);
         topics.push(Some(topic));
     }
     let seq = Arc::new(AtomicU64::new(0));
@@ -213,6 +240,7 @@ fn run(o: &Options) -> Result<Run, String> {
             servers::cpu_ticks(std::process::id()),
             servers::machine_ticks(),
         );
+        server.count(true);
         let outcome = rt.block_on(client::run(
             Phase {
                 addr: server.addr,
@@ -224,6 +252,7 @@ fn run(o: &Options) -> Result<Run, String> {
             workload.clone(),
             seq.clone(),
         ));
+        server.count(false);
         let (cpu1, me1, m1) = (
             servers::cpu_ticks(pid),
             servers::cpu_ticks(std::process::id()),
@@ -239,13 +268,14 @@ fn run(o: &Options) -> Result<Run, String> {
             peak_rss_kib: servers::peak_rss_kib(pid),
             peak_since_start: !peak_reset,
             e2e: None,
+            instructions: None,
             outcome,
         };
         eprintln!("[load] {}", row.brief());
         row
     };
 
-    for s in &servers {
+    for s in servers.iter().filter(|_| !o.warmup.is_zero()) {
         let row = measure(s, Pace::Closed, o.warmup, "warm-up".into());
         run.warmups.push(row);
     }
@@ -262,9 +292,7 @@ fn run(o: &Options) -> Result<Run, String> {
             run.rows.push(row);
         }
     }
-    let best = run
-        .best_rate("bridge enqueued")
-        .ok_or("no closed-loop rate for the enqueued bridge")?;
+    let best = run.best_rate("bridge enqueued").unwrap_or(0.0);
     for &f in &o.fractions {
         let rate = (best * f).max(1.0);
         for s in &servers {
@@ -275,14 +303,15 @@ fn run(o: &Options) -> Result<Run, String> {
     }
 
     // Stop each bridge (drain, flush) and read its topic back.
-    let mut servers = servers.into_iter();
-    let bare = servers.next().expect("bare hyper first");
-    for (server, topic) in servers.zip(topics.into_iter().skip(1)) {
-        let topic = topic.expect("bridges have topics");
+    for (server, topic) in servers.iter_mut().zip(&topics) {
+        let Some(topic) = topic else {
+            server.stop()?;
+            continue;
+        };
         let name = server.name.clone();
         let discarded = server.stop()?;
         let (acked, ranges) = run.acked_and_ranges(&name);
-        let verdict = verify::verify(&brokers, &topic, &acked, &ranges, &workload, discarded)?;
+        let verdict = verify::verify(&brokers, topic, &acked, &ranges, &workload, discarded)?;
         eprintln!(
             "[load] {name}: {} answered OK, {} in Kafka: {}",
             verdict.acked,
@@ -295,7 +324,13 @@ fn run(o: &Options) -> Result<Run, String> {
         );
         run.add_verdict(&name, verdict);
     }
-    let _ = bare.stop();
+    for server in &servers {
+        if let Some(n) = server.instructions() {
+            for row in run.rows.iter_mut().filter(|r| r.target == server.name) {
+                row.instructions = Some(n);
+            }
+        }
+    }
     run.elapsed = began.elapsed();
     Ok(run)
 }

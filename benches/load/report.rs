@@ -34,11 +34,17 @@ pub struct Row {
     pub peak_since_start: bool,
     /// End-to-end latency in µs (bridges, after verification).
     pub e2e: Option<Histogram<u64>>,
+    /// Instructions the server executed in this phase (`--callgrind`).
+    pub instructions: Option<u64>,
 }
 
 impl Row {
     fn cpu_per_100k(&self) -> f64 {
         self.server_cpu_s * 100_000.0 / self.outcome.acked.len().max(1) as f64
+    }
+
+    fn instructions_per_request(&self) -> Option<f64> {
+        Some(self.instructions? as f64 / self.outcome.acked.len().max(1) as f64)
     }
 
     fn failed(&self) -> u64 {
@@ -92,6 +98,7 @@ impl Row {
             "machine_busy": self.machine_busy,
             "peak_rss_kib": self.peak_rss_kib,
             "peak_rss_since_start": self.peak_since_start,
+            "instructions_per_request": self.instructions_per_request(),
         })
     }
 }
@@ -248,6 +255,20 @@ impl Run {
                 row.failed(),
                 row.machine_busy * 100.0
             );
+        }
+        let bare_ir = self
+            .rows
+            .iter()
+            .find(|r| r.target == "bare hyper")
+            .and_then(Row::instructions_per_request);
+        for row in &self.rows {
+            if let Some(ir) = row.instructions_per_request() {
+                println!(
+                    "{:<16} instructions per request (callgrind, user space, all threads): {ir:>9.0}  ×bare {}",
+                    row.target,
+                    bare_ir.map_or("-".into(), |b| format!("{:.2}", ir / b))
+                );
+            }
         }
         println!("\nTargets (ratios from this run; best closed-loop rate of each server):");
         for (line, met) in self.targets() {

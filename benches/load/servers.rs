@@ -33,6 +33,8 @@ pub struct Server {
     /// Admin address (bridges only).
     admin: Option<SocketAddr>,
     log: Option<PathBuf>,
+    /// Where callgrind writes its counts, when the server runs under it.
+    callgrind: Option<PathBuf>,
 }
 
 impl Server {
@@ -41,19 +43,22 @@ impl Server {
         self.child.id()
     }
 
-    /// Starts a bridge against `brokers` writing `topic`, in `mode`.
+    /// Starts a bridge against `brokers` writing `topic`, in `mode`; under
+    /// callgrind (counting nothing until [`Server::count`]) when `callgrind`
+    /// names its output file.
     pub fn bridge(
         binary: &Path,
         brokers: &str,
         topic: &str,
         mode: &str,
         dir: &Path,
+        callgrind: Option<PathBuf>,
     ) -> Result<Server, String> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).map_err(|e| format!("{dir:?}: {e}"))?;
         let log = dir.join("bridge.log");
         let log_file = std::fs::File::create(&log).map_err(|e| format!("{log:?}: {e}"))?;
-        let child = Command::new(binary)
+        let child = command(binary, callgrind.as_deref())
             .env("BRIDGE_LISTEN", "127.0.0.1:0")
             .env("BRIDGE_ADMIN_LISTEN", "127.0.0.1:0")
             .env("BRIDGE_KAFKA_BROKERS", brokers)
@@ -77,9 +82,10 @@ impl Server {
             child,
             admin: None,
             log: Some(log.clone()),
+            callgrind,
         };
         // The bridge logs its addresses once it listens.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while server.admin.is_none() {
             if Instant::now() > deadline {
                 return Err(format!("the bridge did not log its addresses; see {log:?}"));
@@ -115,9 +121,9 @@ impl Server {
     }
 
     /// Starts bare hyper: this executable with `--bare-server`.
-    pub fn bare() -> Result<Server, String> {
+    pub fn bare(callgrind: Option<PathBuf>) -> Result<Server, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
+        let mut child = command(&exe, callgrind.as_deref())
             .arg("--bare-server")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -139,7 +145,26 @@ impl Server {
             child,
             admin: None,
             log: None,
+            callgrind,
         })
+    }
+
+    /// Under callgrind: starts (`true`) or stops counting instructions.
+    pub fn count(&self, on: bool) {
+        if self.callgrind.is_some() {
+            let _ = Command::new("callgrind_control")
+                .args(["-i", if on { "on" } else { "off" }, &self.pid().to_string()])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Under callgrind, once stopped: the instructions counted.
+    pub fn instructions(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.callgrind.as_ref()?).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("totals:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
     /// One sample from the bridge's `/metrics` (summed over its labels).
@@ -178,12 +203,20 @@ impl Server {
 
     /// Stops the server (SIGTERM: a bridge drains and flushes) and, for a
     /// bridge, returns its final `discarded` count.
-    pub fn stop(mut self) -> Result<u64, String> {
+    pub fn stop(&mut self) -> Result<u64, String> {
+        if self.child.stdin.take().is_some() {
+            // Bare hyper exits cleanly when its stdin closes.
+            for _ in 0..100 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(40);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) => break,
@@ -192,7 +225,7 @@ impl Server {
                 }
                 _ => {
                     let _ = self.child.kill();
-                    return Err(format!("{} did not stop within 40 s", self.name));
+                    return Err(format!("{} did not stop within 60 s", self.name));
                 }
             }
         }
@@ -212,6 +245,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `program`, or `program` under callgrind writing to `out`.
+fn command(program: &Path, out: Option<&Path>) -> Command {
+    match out {
+        None => Command::new(program),
+        Some(out) => {
+            let mut c = Command::new("valgrind");
+            c.args(["--tool=callgrind", "--instr-atstart=no"])
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg(program);
+            c
+        }
     }
 }
 
