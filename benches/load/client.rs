@@ -2,8 +2,10 @@
 //! connection, one request in flight each), closed loop (each connection
 //! sends again as soon as it has its answer: the maximum rate) or open loop
 //! (request k of connection c is due at a fixed time, whether or not earlier
-//! answers came back; its latency counts from that time, so a stall is not
-//! hidden by coordinated omission).
+//! answers came back; when the connection was still waiting for an earlier
+//! answer at that time, latency counts from the due time, so a stall is not
+//! hidden by coordinated omission; when it was idle, from the moment the
+//! request left, so the timer's 1 ms granularity is not charged to the server).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -204,6 +206,9 @@ async fn connection(shared: Arc<Shared>, c: usize) -> PerConnection {
     let offset = interval.mul_f64(c as f64 / phase.connections as f64);
     tokio::time::sleep_until(shared.start.into()).await;
     let mut k: u32 = 0;
+    // When the previous answer arrived (open loop: was the connection idle
+    // at the next request's due time?).
+    let mut idle_since = shared.start;
     loop {
         let due = match phase.pace {
             Pace::Closed => Instant::now(),
@@ -237,12 +242,13 @@ async fn connection(shared: Arc<Shared>, c: usize) -> PerConnection {
             .body(Full::new(Bytes::copy_from_slice(&body)))
             .expect("a valid request");
         let began = match phase.pace {
-            Pace::Closed => Instant::now(),
-            Pace::Open(_) => due,
+            Pace::Open(_) if idle_since > due => due,
+            Pace::Closed | Pace::Open(_) => Instant::now(),
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, exchange(s, req)).await {
             Ok(Some((status, ok))) => {
                 let now = Instant::now();
+                idle_since = now;
                 let us = now.duration_since(began).as_micros() as u64;
                 if let Some(h) = out.latency.as_mut() {
                     h.saturating_record(us.max(1));
@@ -257,6 +263,7 @@ async fn connection(shared: Arc<Shared>, c: usize) -> PerConnection {
             Ok(None) | Err(_) => {
                 out.errors += 1;
                 sender = None;
+                idle_since = Instant::now();
             }
         }
     }
