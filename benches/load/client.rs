@@ -108,6 +108,13 @@ struct PerConnection {
 /// Runs `phase`, numbering requests from `seq`.
 pub async fn run(phase: Phase, workload: Arc<Workload>, seq: Arc<AtomicU64>) -> Outcome {
     let first = seq.load(Ordering::SeqCst);
+    // Connect first, one at a time: a burst of connects can overflow the
+    // server's accept queue, and a dropped handshake costs a retransmission
+    // (about a second) that would be measured as the server's latency.
+    let mut senders = Vec::with_capacity(phase.connections);
+    for _ in 0..phase.connections {
+        senders.push(connect(phase.addr).await);
+    }
     let start = Instant::now() + Duration::from_millis(200);
     let shared = Arc::new(Shared {
         end: start + phase.duration,
@@ -117,8 +124,10 @@ pub async fn run(phase: Phase, workload: Arc<Workload>, seq: Arc<AtomicU64>) -> 
         seq: seq.clone(),
         start,
     });
-    let tasks: Vec<_> = (0..shared.phase.connections)
-        .map(|c| tokio::spawn(connection(shared.clone(), c)))
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(c, sender)| tokio::spawn(connection(shared.clone(), c, sender)))
         .collect();
     let mut out = Outcome {
         seqs: first..first,
@@ -184,14 +193,17 @@ impl Targets {
     }
 }
 
-async fn connection(shared: Arc<Shared>, c: usize) -> PerConnection {
+async fn connection(
+    shared: Arc<Shared>,
+    c: usize,
+    mut sender: Option<SendRequest<Full<Bytes>>>,
+) -> PerConnection {
     let phase = &shared.phase;
     let host = phase.addr.to_string();
     let mut out = PerConnection {
         latency: Some(histogram()),
         ..PerConnection::default()
     };
-    let mut sender = connect(phase.addr).await;
     let mut targets = Targets {
         second: 0,
         uris: Vec::new(),

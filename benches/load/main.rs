@@ -8,8 +8,8 @@
 //! few seconds that checks only that every event was verified.
 //!
 //! Phases: a warm-up of each server; closed-loop rounds (as fast as answers
-//! come back) in ABBA order; then open-loop phases at fixed fractions of the
-//! `enqueued` bridge's best closed-loop rate, for every server. Then each
+//! come back) in ABBA order; then open-loop phases at fixed fractions of each
+//! bridge's best closed-loop rate (bare hyper at the `enqueued` bridge's). Then each
 //! bridge is stopped (SIGTERM: drain and flush) and its topic is read back:
 //! a bridge that lost or duplicated an acknowledged event FAILED, whatever
 //! its speed, and the benchmark exits non-zero.
@@ -47,7 +47,8 @@ pub struct Options {
     pub warmup: Duration,
     /// Closed-loop rounds per server.
     pub rounds: usize,
-    /// Open-loop rates, as fractions of the `enqueued` bridge's best rate.
+    /// Open-loop rates, as fractions of each bridge's best closed-loop rate
+    /// (bare hyper runs at the `enqueued` bridge's).
     pub fractions: Vec<f64>,
     /// Ack modes to run a bridge in.
     pub modes: Vec<String>,
@@ -292,10 +293,19 @@ fn run(o: &Options) -> Result<Run, String> {
             run.rows.push(row);
         }
     }
-    let best = run.best_rate("bridge enqueued").unwrap_or(0.0);
+    // Each bridge at fractions of its own best rate; bare hyper at the
+    // enqueued bridge's, to set its latency beside the enqueued bridge's.
+    let enqueued_best = run.best_rate("bridge enqueued").unwrap_or(0.0);
+    let bests: Vec<f64> = servers
+        .iter()
+        .map(|s| match run.best_rate(&s.name) {
+            Some(best) if s.name != "bare hyper" => best,
+            _ => enqueued_best,
+        })
+        .collect();
     for &f in &o.fractions {
-        let rate = (best * f).max(1.0);
-        for s in &servers {
+        for (s, best) in servers.iter().zip(&bests) {
+            let rate = (best * f).max(1.0);
             let label = format!("open {:.0}/s ({:.0}%)", rate, f * 100.0);
             let row = measure(s, Pace::Open(rate), o.duration, label);
             run.rows.push(row);
