@@ -202,7 +202,14 @@ fn run(o: &Options) -> Result<Run, String> {
     eprintln!("[load] {}", run.describe());
 
     // The servers: bare hyper and one bridge per mode, each its own process.
-    let binary = Path::new(env!("CARGO_BIN_EXE_chat-kafka-bridge"));
+    // LOAD_BRIDGE_BIN runs another build of the bridge (e.g. before a
+    // change) against the same client and broker.
+    let binary = std::env::var_os("LOAD_BRIDGE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_chat-kafka-bridge")),
+        PathBuf::from,
+    );
+    let binary = binary.as_path();
+    eprintln!("[load] bridge binary: {}", binary.display());
     let tag = format!("{}-{}", std::process::id(), client::unix_us() / 1_000_000);
     let callgrind = |name: &str| {
         o.callgrind
