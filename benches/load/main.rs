@@ -220,17 +220,30 @@ fn run(o: &Options) -> Result<Run, String> {
     }
     let mut servers = vec![Server::bare(callgrind("bare"))?];
     let mut topics = vec![None];
+    // LOAD_COMPARE_BIN adds, for each mode, a bridge from another build
+    // ("compare <mode>"), measured in the same rounds: a before/after
+    // comparison that the machine's drift cannot bias.
+    let compare = std::env::var_os("LOAD_COMPARE_BIN").map(PathBuf::from);
+    let mut bridges: Vec<(String, &Path, &str)> = Vec::new();
     for mode in &o.modes {
-        let topic = format!("bench-{mode}-{tag}");
+        bridges.push((format!("bridge {mode}"), binary, mode));
+        if let Some(other) = &compare {
+            bridges.push((format!("compare {mode}"), other.as_path(), mode));
+        }
+    }
+    for (name, binary, mode) in bridges {
+        let slug = name.replace(' ', "-");
+        let topic = format!("bench-{slug}-{tag}");
         rt.block_on(verify::create_topics(&brokers, &topic))?;
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("load-{mode}-{tag}"));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("load-{slug}-{tag}"));
         servers.push(Server::bridge(
+            name,
             binary,
             &brokers,
             &topic,
             mode,
             &dir,
-            callgrind(mode),
+            callgrind(&slug),
         )?);
         topics.push(Some(topic));
     }

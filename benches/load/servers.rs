@@ -43,10 +43,11 @@ impl Server {
         self.child.id()
     }
 
-    /// Starts a bridge against `brokers` writing `topic`, in `mode`; under
+    /// Starts a bridge named `name` against `brokers` writing `topic`, in `mode`; under
     /// callgrind (counting nothing until [`Server::count`]) when `callgrind`
     /// names its output file.
     pub fn bridge(
+        name: String,
         binary: &Path,
         brokers: &str,
         topic: &str,
@@ -77,7 +78,7 @@ impl Server {
             .map_err(|e| format!("starting {}: {e}", binary.display()))?;
         watchdog(child.id());
         let mut server = Server {
-            name: format!("bridge {mode}"),
+            name,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
             admin: None,
