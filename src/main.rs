@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use chat_kafka_bridge::{app, config, telemetry};
 use clap::Parser as _;
 
+/// mimalloc instead of glibc's malloc: a callback costs dozens of small
+/// allocations (JSON values, the record, its headers) made on one thread and
+/// often freed on another (librdkafka's); see docs/performance.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
     let config = match config::Config::load(cli, std::env::vars()) {

@@ -7,6 +7,7 @@
 //! counters.
 
 use std::fmt::Display;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -156,6 +157,18 @@ pub struct Metrics {
     connections_rejected: IntCounter,
     connections_closed: IntCounterVec,
     family_seen: [AtomicBool; Family::ALL.len()],
+    hot: Hot,
+}
+
+/// The labelled series counted on every callback and every delivery report,
+/// resolved on first use (so `/metrics` lists the same series as before)
+/// instead of hashing their label values each time.
+#[derive(Default)]
+struct Hot {
+    accepted: [[OnceLock<IntCounter>; 3]; Family::ALL.len()],
+    enqueued: [OnceLock<IntCounter>; 2],
+    delivered: [OnceLock<IntCounter>; 2],
+    delivery_latency: [OnceLock<Histogram>; 2],
 }
 
 fn name(suffix: &str) -> String {
@@ -467,6 +480,7 @@ impl Metrics {
             connections_rejected,
             connections_closed,
             family_seen: std::array::from_fn(|_| AtomicBool::new(false)),
+            hot: Hot::default(),
         }
     }
 
@@ -502,8 +516,11 @@ impl Metrics {
 
     /// A callback was answered 200 OK.
     pub fn callback_accepted(&self, family: Family, outcome: Accepted) {
-        self.callbacks
-            .with_label_values(&[family.as_str(), outcome.as_str()])
+        self.hot.accepted[family as usize][outcome as usize]
+            .get_or_init(|| {
+                self.callbacks
+                    .with_label_values(&[family.as_str(), outcome.as_str()])
+            })
             .inc();
     }
 
@@ -546,18 +563,23 @@ impl Metrics {
 
     /// A record was handed to the producer's queue.
     pub fn enqueued(&self, stream: Stream) {
-        self.enqueued.with_label_values(&[stream.as_str()]).inc();
+        self.hot.enqueued[stream as usize]
+            .get_or_init(|| self.enqueued.with_label_values(&[stream.as_str()]))
+            .inc();
         self.unconfirmed.inc();
     }
 
     /// The broker acknowledged a record.
     pub fn delivered(&self, stream: Stream, latency: Duration) {
         self.unconfirmed.dec();
-        self.deliveries
-            .with_label_values(&[stream.as_str(), "delivered", "none"])
+        self.hot.delivered[stream as usize]
+            .get_or_init(|| {
+                self.deliveries
+                    .with_label_values(&[stream.as_str(), "delivered", "none"])
+            })
             .inc();
-        self.delivery_latency
-            .with_label_values(&[stream.as_str()])
+        self.hot.delivery_latency[stream as usize]
+            .get_or_init(|| self.delivery_latency.with_label_values(&[stream.as_str()]))
             .observe(latency.as_secs_f64());
     }
 

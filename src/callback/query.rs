@@ -1,6 +1,7 @@
 //! The callback's query string: `SdkAppid`, `CallbackCommand`, `contenttype`,
 //! `ClientIP`, `OptPlatform`, and `Sign`/`RequestTime` when a token is set.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The parameters the bridge uses, decoded. Names are matched
@@ -66,7 +67,7 @@ impl CallbackQuery {
         fn set_once(
             slot: &mut Option<String>,
             name: &'static str,
-            value: std::borrow::Cow<'_, str>,
+            value: Cow<'_, str>,
         ) -> Result<(), QueryError> {
             if slot.is_some() {
                 return Err(QueryError::Repeated(name));
@@ -75,19 +76,34 @@ impl CallbackQuery {
             Ok(())
         }
 
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let mut take = |key: Cow<'_, str>, value: Cow<'_, str>| -> Result<(), QueryError> {
             if key.eq_ignore_ascii_case("SdkAppid") {
-                set_once(&mut app_id, "SdkAppid", value)?;
+                set_once(&mut app_id, "SdkAppid", value)
             } else if key.eq_ignore_ascii_case("CallbackCommand") {
-                set_once(&mut command, "CallbackCommand", value)?;
+                set_once(&mut command, "CallbackCommand", value)
             } else if key.eq_ignore_ascii_case("Sign") {
-                set_once(&mut sign, "Sign", value)?;
+                set_once(&mut sign, "Sign", value)
             } else if key.eq_ignore_ascii_case("RequestTime") {
-                set_once(&mut request_time, "RequestTime", value)?;
+                set_once(&mut request_time, "RequestTime", value)
             } else if key.eq_ignore_ascii_case("ClientIP") {
-                client_ip.get_or_insert(value.into_owned());
+                client_ip.get_or_insert_with(|| value.into_owned());
+                Ok(())
             } else if key.eq_ignore_ascii_case("OptPlatform") {
-                platform.get_or_insert(value.into_owned());
+                platform.get_or_insert_with(|| value.into_owned());
+                Ok(())
+            } else {
+                Ok(())
+            }
+        };
+        if query.bytes().any(|b| b == b'%' || b == b'+') {
+            for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+                take(key, value)?;
+            }
+        } else {
+            // Nothing to decode (Tencent's queries): the same pairs as
+            // form_urlencoded yields, without its per-pair decoding.
+            for (key, value) in plain_pairs(query) {
+                take(Cow::Borrowed(key), Cow::Borrowed(value))?;
             }
         }
 
@@ -109,9 +125,38 @@ impl CallbackQuery {
     }
 }
 
+/// `form_urlencoded::parse`'s pairs for a query with no `%` and no `+`:
+/// split at `&`, empty pieces skipped, name and value split at the first `=`.
+fn plain_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_pairs_match_form_urlencoded_without_escapes() {
+        for q in [
+            "",
+            "&",
+            "a=1&&b=2&",
+            "SdkAppid=1&CallbackCommand=A.B&Sign=ab&RequestTime=1",
+            "novalue&k=&=v&k2=a=b",
+            "ClientIP=203.0.113.7&OptPlatform=RESTAPI&x=\u{4e2d}",
+        ] {
+            let ours: Vec<(String, String)> = plain_pairs(q)
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(ours, theirs, "{q:?}");
+        }
+    }
 
     #[test]
     fn parses_a_full_query() {

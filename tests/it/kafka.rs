@@ -6,6 +6,9 @@
 //!   names an external broker instead.
 //! - [`Cluster`]: a dedicated cluster of 1 or 3 nodes that a fault test may
 //!   kill (`kill -9`), stall (`kill -STOP`) and restart.
+//!
+//! The load benchmark (`benches/load`) includes this file too (`#[path]`),
+//! so there is one broker launcher.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
