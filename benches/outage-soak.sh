@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-600}
 rate=200
-BIN=target/release/chat-kafka-bridge
+BIN=${CARGO_TARGET_DIR:-target}/release/chat-kafka-bridge
 D=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$D"' EXIT
 printf '[[apps]]\nsdk_app_id = 1400000001\n' > "$D/bridge.toml"
