@@ -24,6 +24,7 @@ const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("spool");
 fn record(i: usize) -> OutRecord {
     OutRecord {
         stream: Stream::Events,
+        topic: Some("official-account-events".into()),
         id: format!("{i:032x}"),
         key: Some(format!("@TOA#_{}", i % 97)),
         headers: vec![("ce_id".into(), format!("{i:032x}").into_bytes())],

@@ -72,15 +72,17 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     metrics.init_series(&http::respond::REASONS, &crate::sink::ERROR_CLASSES);
 
+    let topics = config.topics();
     let embedded = match &config.kafka.brokers {
         Some(_) => None,
         None => {
-            let e = EmbeddedKafka::start(&[&config.kafka.topic, &config.kafka.dlq_topic])?;
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let e = EmbeddedKafka::start(&names)?;
             warn!(
                 "No Kafka brokers configured (BRIDGE_KAFKA_BROKERS): using an embedded in-memory broker. Events are NOT persisted."
             );
             info!(
-                topics = format!("{},{}", config.kafka.topic, config.kafka.dlq_topic),
+                topics = topics.join(","),
                 "Embedded Kafka broker started: bootstrap.servers={}",
                 e.bootstrap_servers()
             );
@@ -119,6 +121,7 @@ pub async fn run(
     metrics.spool_capacity(config.spool_max_bytes);
     let kafka = Arc::new(KafkaSink::new(
         &config.kafka,
+        topics,
         &bootstrap,
         config.max_body_bytes,
         metrics.clone(),
@@ -137,15 +140,23 @@ pub async fn run(
         callback = %format!("http://{callback_addr}{}", config.callback_path),
         admin = %format!("http://{admin_addr}"),
         topic = %config.kafka.topic,
+        general_topic = %config.kafka.general_topic,
         dlq_topic = %config.kafka.dlq_topic,
+        routes = config.routes.iter().filter(|r| r.origin != "built-in").count(),
+        publish_before = config.publish_before,
+        dedup_window = ?config.dedup_window,
         ack_mode = config.ack_mode.as_str(),
         spool_dir = %config.spool_dir.display(),
         apps = config.apps.len(),
         "chat-kafka-bridge {} listening.",
         env!("CARGO_PKG_VERSION")
     );
+    let dedup = config
+        .dedup_window
+        .map(|w| crate::dedup::Dedup::new(w, config.dedup_max_entries));
     let state = Arc::new(State {
         config,
+        dedup,
         metrics: metrics.clone(),
         publisher,
         health: health.clone(),
@@ -266,7 +277,7 @@ pub async fn run(
     Ok(totals)
 }
 
-/// Keeps `Health`'s Kafka flag current by asking for both topics' metadata.
+/// Keeps `Health`'s Kafka flag current by asking for every topic's metadata.
 async fn probe_kafka(state: Arc<State>, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     let mut last_error = None::<String>;
@@ -282,7 +293,7 @@ async fn probe_kafka(state: Arc<State>, stopped: impl Future<Output = ()>) {
         let ok = result.is_ok();
         let was = state.health.set_kafka(ok);
         match result {
-            Ok(()) if !was => info!("Kafka metadata for both topics is available: ready."),
+            Ok(()) if !was => info!("Kafka metadata for every topic is available: ready."),
             Ok(()) => {}
             Err(e) => {
                 if was || last_error.as_deref() != Some(e.as_str()) {

@@ -9,10 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+
+use crate::route::{Action, RouteSpec, Routes};
 
 /// Environment prefix that passes any librdkafka property:
 /// `BRIDGE_KAFKA_PROP_SASL_MECHANISMS=PLAIN` sets `sasl.mechanisms`.
@@ -72,6 +75,14 @@ pub struct Config {
     pub spool_dir: PathBuf,
     /// Spool size limit.
     pub spool_max_bytes: u64,
+    /// Where each command goes.
+    pub routes: Routes,
+    /// Publish "Before" callbacks as audit events (they are answered "allow" either way).
+    pub publish_before: bool,
+    /// The de-duplication window; `None`: off.
+    pub dedup_window: Option<Duration>,
+    /// Most event ids the de-duplication window holds.
+    pub dedup_max_entries: usize,
 }
 
 /// PEM files for TLS on the callback port.
@@ -114,6 +125,19 @@ pub struct App {
     /// Callback tokens, any of which may sign (two during a rotation). Empty
     /// means the app has no webhook authentication.
     pub tokens: Vec<Secret>,
+    /// The app's topics: its own, or the global ones.
+    pub topics: AppTopics,
+}
+
+/// The topics one app's events go to (besides topics named by routes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppTopics {
+    /// Official Account events.
+    pub official_account: Arc<str>,
+    /// Every other command's events.
+    pub general: Arc<str>,
+    /// Dead letters.
+    pub dead_letter: Arc<str>,
 }
 
 /// A secret string that never prints.
@@ -171,6 +195,10 @@ impl fmt::Debug for Config {
             .field("delivery_timeout", &self.delivery_timeout)
             .field("spool_dir", &self.spool_dir)
             .field("spool_max_bytes", &self.spool_max_bytes)
+            .field("routes", &self.routes)
+            .field("publish_before", &self.publish_before)
+            .field("dedup_window", &self.dedup_window)
+            .field("dedup_max_entries", &self.dedup_max_entries)
             .finish()
     }
 }
@@ -180,8 +208,10 @@ impl fmt::Debug for Config {
 pub struct KafkaConfig {
     /// `bootstrap.servers`; `None` starts the embedded in-memory broker.
     pub brokers: Option<String>,
-    /// Topic for normalized events.
+    /// Topic for Official Account events.
     pub topic: String,
+    /// Topic for every other command's events.
+    pub general_topic: String,
     /// Topic for raw callbacks that could not be normalized.
     pub dlq_topic: String,
     /// librdkafka properties, applied after the bridge's defaults.
@@ -212,6 +242,7 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
+            .field("general_topic", &self.general_topic)
             .field("dlq_topic", &self.dlq_topic)
             .field("properties", &props)
             .finish()
@@ -261,10 +292,23 @@ Any librdkafka property (SASL, TLS, tuning) can be passed as
                                    (NAME upper-cased, dots as underscores)
   --kafka-property name=value      (repeatable)
   [kafka.properties] in the file
-Several apps, each with its own token, go in the file:
+Several apps, each with its own token (and, optionally, its own topics), go
+in the file:
   [[apps]]
   sdk_app_id = 1400000001
   token_file = \"/run/secrets/tencent-token\"
+  topic = \"app1-official-account-events\"     # optional, also general_topic, dlq_topic
+
+Routing (docs/configuration.md, \"Routing\"): OfficialAccount.* goes to
+BRIDGE_KAFKA_TOPIC keyed by Official_Account; Group.* by GroupId, C2C.* by
+From_Account, State.StateChange by Info.To_Account, Push.OfflinePush (one
+event per item) by To_Account, and every other command by the first account
+field present, all to BRIDGE_KAFKA_GENERAL_TOPIC. Routes in the file come first:
+  [[routes]]
+  command = \"Group.*\"            # exact name, or a prefix ending in *
+  topic = \"chat-group-events\"    # optional
+  key = \"GroupId\"                # optional; a field path or a list tried in order
+  action = \"publish\"             # or \"count\": answer OK, count, publish nothing
 
 With no brokers configured, the bridge starts an in-memory Kafka-compatible
 broker and, if no app is configured either, accepts the demo app
@@ -332,6 +376,12 @@ pub struct Cli {
     /// Topic for normalized events [default: official-account-events].
     #[arg(long, env = "BRIDGE_KAFKA_TOPIC", value_name = "TOPIC")]
     pub kafka_topic: Option<String>,
+
+    /// Topic for the events of every command outside OfficialAccount.* (group,
+    /// one-to-one, status, push, unknown ones), unless a route names another
+    /// [default: chat-callback-events].
+    #[arg(long, env = "BRIDGE_KAFKA_GENERAL_TOPIC", value_name = "TOPIC")]
+    pub kafka_general_topic: Option<String>,
 
     /// Topic for authentic callbacks that could not be normalized, published raw
     /// [default: official-account-events-dlq].
@@ -422,6 +472,23 @@ pub struct Cli {
     /// [default: 1073741824].
     #[arg(long, env = "BRIDGE_SPOOL_MAX_BYTES", value_name = "BYTES")]
     pub spool_max_bytes: Option<String>,
+
+    /// Publish "Before" callbacks (CallbackBefore*, Sns.CallbackPrev*) as audit
+    /// events with before=true: true or false. They are answered "allow" at
+    /// once either way; false only counts them [default: true].
+    #[arg(long, env = "BRIDGE_PUBLISH_BEFORE", value_name = "BOOL")]
+    pub publish_before: Option<String>,
+
+    /// De-duplication window, e.g. 10m: a callback whose event id was published
+    /// within it is answered OK and counted, not published again. Per process;
+    /// 0s turns it off [default: 0s (off)].
+    #[arg(long, env = "BRIDGE_DEDUP_WINDOW", value_name = "DURATION")]
+    pub dedup_window: Option<String>,
+
+    /// Most event ids the de-duplication window remembers (about 64 bytes
+    /// each); past it the oldest are forgotten early [default: 100000].
+    #[arg(long, env = "BRIDGE_DEDUP_MAX_ENTRIES", value_name = "N")]
+    pub dedup_max_entries: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors (a typo must not be ignored).
@@ -450,8 +517,13 @@ struct FileConfig {
     delivery_timeout: Option<String>,
     spool_dir: Option<PathBuf>,
     spool_max_bytes: Option<u64>,
+    publish_before: Option<bool>,
+    dedup_window: Option<String>,
+    dedup_max_entries: Option<usize>,
     #[serde(default)]
     apps: Vec<FileApp>,
+    #[serde(default)]
+    routes: Vec<FileRoute>,
     #[serde(default)]
     kafka: FileKafka,
 }
@@ -464,6 +536,33 @@ struct FileApp {
     #[serde(default)]
     tokens: Vec<String>,
     token_file: Option<PathBuf>,
+    topic: Option<String>,
+    general_topic: Option<String>,
+    dlq_topic: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    command: String,
+    topic: Option<String>,
+    key: Option<FileKey>,
+    action: Option<FileAction>,
+}
+
+/// A route's key: one field path, or several tried in order.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileKey {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FileAction {
+    Publish,
+    Count,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -471,6 +570,7 @@ struct FileApp {
 struct FileKafka {
     brokers: Option<String>,
     topic: Option<String>,
+    general_topic: Option<String>,
     dlq_topic: Option<String>,
     #[serde(default)]
     properties: BTreeMap<String, toml::Value>,
@@ -705,10 +805,79 @@ impl Config {
                 .or(file.kafka.dlq_topic)
                 .unwrap_or_else(|| format!("{topic}-dlq")),
         )?;
-        if dlq_topic == topic {
+        let general_topic = topic_name(
+            "BRIDGE_KAFKA_GENERAL_TOPIC",
+            cli.kafka_general_topic
+                .or(file.kafka.general_topic)
+                .unwrap_or_else(|| "chat-callback-events".into()),
+        )?;
+        if dlq_topic == topic || dlq_topic == general_topic {
             return Err(bad(
                 "BRIDGE_KAFKA_DLQ_TOPIC",
-                format!("{dlq_topic:?} must differ from BRIDGE_KAFKA_TOPIC"),
+                format!(
+                    "{dlq_topic:?} must differ from BRIDGE_KAFKA_TOPIC and BRIDGE_KAFKA_GENERAL_TOPIC"
+                ),
+            ));
+        }
+        let default_topics = AppTopics {
+            official_account: Arc::from(topic.as_str()),
+            general: Arc::from(general_topic.as_str()),
+            dead_letter: Arc::from(dlq_topic.as_str()),
+        };
+        let mut route_specs = Vec::with_capacity(file.routes.len());
+        for (i, r) in file.routes.into_iter().enumerate() {
+            let topic = match r.topic {
+                Some(t) => Some(topic_name(&format!("routes[{i}].topic"), t)?),
+                None => None,
+            };
+            if topic.as_deref() == Some(dlq_topic.as_str()) {
+                return Err(bad(
+                    format!("routes[{i}].topic"),
+                    format!("{dlq_topic:?} is the dead-letter topic"),
+                ));
+            }
+            route_specs.push(RouteSpec {
+                command: r.command,
+                topic,
+                key: r.key.map(|k| match k {
+                    FileKey::One(k) => vec![k],
+                    FileKey::Many(ks) => ks,
+                }),
+                action: r.action.map(|a| match a {
+                    FileAction::Publish => Action::Publish,
+                    FileAction::Count => Action::Count,
+                }),
+            });
+        }
+        let routes =
+            Routes::new(route_specs).map_err(|(setting, problem)| bad(setting, problem))?;
+        let publish_before = match cli.publish_before {
+            Some(s) => match s.trim() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(bad(
+                        "BRIDGE_PUBLISH_BEFORE",
+                        format!("{other:?} is not one of: true, false"),
+                    ));
+                }
+            },
+            None => file.publish_before.unwrap_or(true),
+        };
+        let dedup_window = duration(
+            "BRIDGE_DEDUP_WINDOW",
+            cli.dedup_window.or(file.dedup_window),
+            Duration::ZERO,
+        )?;
+        let dedup_window = (!dedup_window.is_zero()).then_some(dedup_window);
+        let dedup_max_entries = match cli.dedup_max_entries {
+            Some(s) => number("BRIDGE_DEDUP_MAX_ENTRIES", &s)?,
+            None => file.dedup_max_entries.unwrap_or(100_000),
+        };
+        if !(1..=10_000_000).contains(&dedup_max_entries) {
+            return Err(bad(
+                "BRIDGE_DEDUP_MAX_ENTRIES",
+                format!("{dedup_max_entries} must be between 1 and 10000000"),
             ));
         }
         let mut properties = BTreeMap::new();
@@ -755,12 +924,32 @@ impl Config {
             let mut inline: Vec<String> = a.token.into_iter().collect();
             inline.extend(a.tokens);
             let tokens = tokens(&setting, inline, a.token_file.as_deref())?;
+            let own = |field: &str, name: Option<String>, default: &Arc<str>| match name {
+                Some(t) => topic_name(&format!("{setting}.{field}"), t).map(Arc::from),
+                None => Ok(default.clone()),
+            };
+            let topics = AppTopics {
+                official_account: own("topic", a.topic, &default_topics.official_account)?,
+                general: own("general_topic", a.general_topic, &default_topics.general)?,
+                dead_letter: own("dlq_topic", a.dlq_topic, &default_topics.dead_letter)?,
+            };
+            if topics.dead_letter == topics.official_account || topics.dead_letter == topics.general
+            {
+                return Err(bad(
+                    format!("{setting}.dlq_topic"),
+                    format!(
+                        "{:?} must differ from the app's other topics",
+                        topics.dead_letter
+                    ),
+                ));
+            }
             if apps
                 .insert(
                     a.sdk_app_id,
                     App {
                         sdk_app_id: a.sdk_app_id,
                         tokens,
+                        topics,
                     },
                 )
                 .is_some()
@@ -779,10 +968,12 @@ impl Config {
                     cli.callback_token.into_iter().collect(),
                     cli.callback_token_file.as_deref(),
                 )?;
-                if apps
-                    .insert(sdk_app_id, App { sdk_app_id, tokens })
-                    .is_some()
-                {
+                let app = App {
+                    sdk_app_id,
+                    tokens,
+                    topics: default_topics.clone(),
+                };
+                if apps.insert(sdk_app_id, app).is_some() {
                     return Err(bad(
                         "BRIDGE_SDKAPPID",
                         format!("{sdk_app_id} is also in the config file's [[apps]]"),
@@ -809,6 +1000,7 @@ impl Config {
                 App {
                     sdk_app_id: DEMO_SDK_APP_ID,
                     tokens: vec![Secret::new(DEMO_TOKEN)],
+                    topics: default_topics.clone(),
                 },
             );
         }
@@ -823,6 +1015,7 @@ impl Config {
             kafka: KafkaConfig {
                 brokers,
                 topic,
+                general_topic,
                 dlq_topic,
                 properties,
             },
@@ -842,7 +1035,24 @@ impl Config {
             delivery_timeout,
             spool_dir,
             spool_max_bytes,
+            routes,
+            publish_before,
+            dedup_window,
+            dedup_max_entries,
         })
+    }
+
+    /// Every topic the bridge may write: each app's three and those routes
+    /// name. Readiness asks Kafka for all of them.
+    pub fn topics(&self) -> Vec<String> {
+        let mut all = std::collections::BTreeSet::new();
+        for app in self.apps.values() {
+            all.insert(&*app.topics.official_account);
+            all.insert(&*app.topics.general);
+            all.insert(&*app.topics.dead_letter);
+        }
+        all.extend(self.routes.named_topics());
+        all.into_iter().map(str::to_owned).collect()
     }
 
     /// `true` when the only app is the built-in demo app.

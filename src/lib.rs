@@ -7,6 +7,8 @@
 //!   answers at once; [`http::respond`] is the only place that picks a status.
 //! - [`callback`]: Tencent's wire protocol (query string, signature, bodies),
 //!   knowing nothing of Kafka.
+//! - [`route`]: the routing table: each command's topic, record key and
+//!   action; [`dedup`]: the optional window of recently published ids.
 //! - [`event`]: our versioned event schema and the hand-written conversion
 //!   from callbacks; the only types written to Kafka.
 //! - [`sink`]: the acknowledgement modes, the Kafka producer (keys,
@@ -23,9 +25,11 @@
 pub mod app;
 pub mod callback;
 pub mod config;
+pub mod dedup;
 pub mod event;
 pub mod http;
 pub mod metrics;
+pub mod route;
 pub mod sink;
 pub mod spool;
 pub mod telemetry;

@@ -106,12 +106,15 @@ impl SpoolCause {
 /// What happened to a callback that was answered `200 OK`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
-    /// Normalized and handed to the producer.
+    /// Its events were handed to the acknowledgement mode.
     Published,
     /// Authentic but not parseable: handed to the producer for the dead-letter topic.
     DeadLettered,
-    /// Outside the families this bridge publishes: counted and answered OK.
-    Ignored,
+    /// Counted, not published: its route's action is `count`, it is a Before
+    /// callback with `BRIDGE_PUBLISH_BEFORE=false`, or it is an empty batch.
+    Counted,
+    /// Every event it carried was published within `BRIDGE_DEDUP_WINDOW`.
+    Duplicate,
 }
 
 impl Accepted {
@@ -120,15 +123,28 @@ impl Accepted {
         match self {
             Accepted::Published => "published",
             Accepted::DeadLettered => "dead_lettered",
-            Accepted::Ignored => "ignored",
+            Accepted::Counted => "counted",
+            Accepted::Duplicate => "duplicate",
         }
     }
+
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
+    pub const ALL: [Accepted; 4] = [
+        Accepted::Published,
+        Accepted::DeadLettered,
+        Accepted::Counted,
+        Accepted::Duplicate,
+    ];
 }
 
 /// Every Prometheus handle of one bridge instance.
 pub struct Metrics {
     registry: Registry,
     callbacks: IntCounterVec,
+    events: IntCounterVec,
+    dedup_duplicates: IntCounter,
+    dedup_evicted: IntCounter,
+    dedup_entries: IntGauge,
     rejections: IntCounterVec,
     dead_lettered: IntCounterVec,
     enqueued: IntCounterVec,
@@ -156,7 +172,8 @@ pub struct Metrics {
     connections: IntGauge,
     connections_rejected: IntCounter,
     connections_closed: IntCounterVec,
-    family_seen: [AtomicBool; Family::ALL.len()],
+    generic_seen: [AtomicBool; Family::ALL.len()],
+    counted_seen: [AtomicBool; Family::ALL.len()],
     hot: Hot,
 }
 
@@ -165,7 +182,8 @@ pub struct Metrics {
 /// instead of hashing their label values each time.
 #[derive(Default)]
 struct Hot {
-    accepted: [[OnceLock<IntCounter>; 3]; Family::ALL.len()],
+    accepted: [[OnceLock<IntCounter>; Accepted::ALL.len()]; Family::ALL.len()],
+    events: [OnceLock<IntCounter>; Family::ALL.len()],
     enqueued: [OnceLock<IntCounter>; 2],
     delivered: [OnceLock<IntCounter>; 2],
     delivery_latency: [OnceLock<Histogram>; 2],
@@ -205,6 +223,29 @@ impl Metrics {
             ),
             &["family", "outcome"],
         )
+        .expect("valid metric");
+        let events = IntCounterVec::new(
+            Opts::new(
+                name("events_total"),
+                "Events built from callbacks and handed to the acknowledgement mode, by command family (a batch callback makes one per item).",
+            ),
+            &["family"],
+        )
+        .expect("valid metric");
+        let dedup_duplicates = IntCounter::with_opts(Opts::new(
+            name("dedup_duplicates_total"),
+            "Events not published because their id was published within BRIDGE_DEDUP_WINDOW.",
+        ))
+        .expect("valid metric");
+        let dedup_evicted = IntCounter::with_opts(Opts::new(
+            name("dedup_evicted_total"),
+            "Event ids forgotten before their de-duplication window ended, to stay within BRIDGE_DEDUP_MAX_ENTRIES.",
+        ))
+        .expect("valid metric");
+        let dedup_entries = IntGauge::with_opts(Opts::new(
+            name("dedup_entries"),
+            "Event ids the de-duplication window holds now.",
+        ))
         .expect("valid metric");
         let rejections = IntCounterVec::new(
             Opts::new(
@@ -409,17 +450,20 @@ impl Metrics {
         {
             dead_lettered.with_label_values(&[reason]).reset();
         }
-        for outcome in [
-            Accepted::Published,
-            Accepted::DeadLettered,
-            Accepted::Ignored,
-        ] {
+        events
+            .with_label_values(&[Family::OfficialAccount.as_str()])
+            .reset();
+        for outcome in Accepted::ALL {
             callbacks
                 .with_label_values(&[Family::OfficialAccount.as_str(), outcome.as_str()])
                 .reset();
         }
 
         reg(Box::new(callbacks.clone()));
+        reg(Box::new(events.clone()));
+        reg(Box::new(dedup_duplicates.clone()));
+        reg(Box::new(dedup_evicted.clone()));
+        reg(Box::new(dedup_entries.clone()));
         reg(Box::new(rejections.clone()));
         reg(Box::new(dead_lettered.clone()));
         reg(Box::new(enqueued.clone()));
@@ -452,6 +496,10 @@ impl Metrics {
         Metrics {
             registry,
             callbacks,
+            events,
+            dedup_duplicates,
+            dedup_evicted,
+            dedup_entries,
             rejections,
             dead_lettered,
             enqueued,
@@ -479,7 +527,8 @@ impl Metrics {
             connections,
             connections_rejected,
             connections_closed,
-            family_seen: std::array::from_fn(|_| AtomicBool::new(false)),
+            generic_seen: std::array::from_fn(|_| AtomicBool::new(false)),
+            counted_seen: std::array::from_fn(|_| AtomicBool::new(false)),
             hot: Hot::default(),
         }
     }
@@ -524,23 +573,60 @@ impl Metrics {
             .inc();
     }
 
-    /// A callback outside the published families was answered OK without publishing.
-    /// Logged at INFO the first time each family is seen, at DEBUG afterwards.
-    pub fn callback_ignored(&self, family: Family, command: &str) {
-        let first = !self.family_seen[family as usize].swap(true, Ordering::Relaxed);
-        if first {
+    /// A callback was answered OK and only counted (`why`: `route`,
+    /// `before` or `empty_batch`). Logged at INFO the first time for each
+    /// family, at DEBUG afterwards.
+    pub fn callback_counted(&self, family: Family, command: &str, why: &'static str) {
+        if !self.counted_seen[family as usize].swap(true, Ordering::Relaxed) {
             info!(
                 family = family.as_str(),
                 command,
-                "Callback outside the Official Account family answered OK and not published (further ones are logged at DEBUG)."
+                why,
+                "Callback answered OK and counted, not published (further ones of this family are logged at DEBUG)."
             );
         } else {
             debug!(
                 family = family.as_str(),
-                command, "Callback answered OK and not published."
+                command, why, "Callback answered OK and counted, not published."
             );
         }
-        self.callback_accepted(family, Accepted::Ignored);
+        self.callback_accepted(family, Accepted::Counted);
+    }
+
+    /// An event was built and handed to the acknowledgement mode. A
+    /// `callback` event (a command without a type of its own) is logged at
+    /// INFO the first time for each family.
+    pub fn event_published(&self, family: Family, command: &str, generic: bool) {
+        if generic && !self.generic_seen[family as usize].swap(true, Ordering::Relaxed) {
+            info!(
+                family = family.as_str(),
+                command,
+                "Publishing this family's callbacks as generic `callback` events, body unchanged (logged once per family)."
+            );
+        }
+        self.hot.events[family as usize]
+            .get_or_init(|| self.events.with_label_values(&[family.as_str()]))
+            .inc();
+    }
+
+    /// An event was not published again: its id was published within the
+    /// de-duplication window.
+    pub fn event_duplicate(&self, command: &str, id: &str) {
+        debug!(
+            command,
+            event_id = id,
+            "Event published within the de-duplication window: not published again."
+        );
+        self.dedup_duplicates.inc();
+    }
+
+    /// The de-duplication window after a claim.
+    pub fn dedup_claimed(&self, outcome: &crate::dedup::Outcome) {
+        if outcome.evicted_early > 0 {
+            self.dedup_evicted.inc_by(outcome.evicted_early);
+        }
+        self.dedup_entries
+            .set(i64::try_from(outcome.entries).unwrap_or(i64::MAX));
     }
 
     /// An authentic callback could not be normalized and goes to the dead-letter topic.

@@ -65,6 +65,7 @@ impl Server {
             .env("BRIDGE_KAFKA_BROKERS", brokers)
             .env("BRIDGE_KAFKA_TOPIC", topic)
             .env("BRIDGE_KAFKA_DLQ_TOPIC", format!("{topic}-dlq"))
+            .env("BRIDGE_KAFKA_GENERAL_TOPIC", format!("{topic}-general"))
             .env("BRIDGE_SDKAPPID", APP_ID.to_string())
             .env("BRIDGE_CALLBACK_TOKEN", TOKEN)
             .env("BRIDGE_ACK_MODE", mode)

@@ -30,10 +30,12 @@ pub async fn create_topics(brokers: &str, topic: &str) -> Result<(), String> {
         .create()
         .map_err(|e| e.to_string())?;
     let dlq = format!("{topic}-dlq");
+    let general = format!("{topic}-general");
     let topics = [
         NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))
             .set("message.timestamp.type", "LogAppendTime"),
         NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(&general, 1, TopicReplication::Fixed(1)),
     ];
     let results = admin
         .create_topics(

@@ -109,9 +109,58 @@ pub fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
 /// Parses a body into its [`Envelope`].
 pub fn parse_body(bytes: &[u8]) -> Result<Envelope, BodyError> {
     let value: Value = serde_json::from_slice(bytes).map_err(BodyError::NotJson)?;
-    let Value::Object(mut fields) = value else {
+    let Value::Object(fields) = value else {
         return Err(BodyError::NotObject);
     };
+    into_envelope(fields)
+}
+
+/// Most items a batched body may hold (Tencent sends at most 100).
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+/// A batched body, split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Each item of `Events`, as its own callback.
+    pub items: Vec<Envelope>,
+    /// The batch's fields besides `Events`.
+    pub rest: Map<String, Value>,
+}
+
+/// The items of a batched body (`{"Events": [...]}`, as `Push.OfflinePush`
+/// sends). `None` when the body has no `Events` field (not a batch).
+pub fn split_batch(envelope: &mut Envelope) -> Option<Result<Batch, BodyError>> {
+    let events = envelope.fields.remove("Events")?;
+    let Value::Array(items) = events else {
+        return Some(Err(BodyError::InvalidField(
+            "Events",
+            format!("expected an array of callbacks, got {events}"),
+        )));
+    };
+    if items.len() > MAX_BATCH_ITEMS {
+        return Some(Err(BodyError::InvalidField(
+            "Events",
+            format!("{} items, more than {MAX_BATCH_ITEMS}", items.len()),
+        )));
+    }
+    let items = items
+        .into_iter()
+        .map(|item| match item {
+            Value::Object(fields) => into_envelope(fields),
+            other => Err(BodyError::InvalidField(
+                "Events",
+                format!("an item is not an object: {other}"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>();
+    Some(items.map(|items| Batch {
+        items,
+        rest: std::mem::take(&mut envelope.fields),
+    }))
+}
+
+/// Splits `CallbackCommand` and `EventTime` off a body object.
+fn into_envelope(mut fields: Map<String, Value>) -> Result<Envelope, BodyError> {
     let command = match fields.remove("CallbackCommand") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),

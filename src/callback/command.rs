@@ -88,6 +88,9 @@ impl Family {
     }
 }
 
+/// Commands whose body is a batch (`{"Events": [...]}`): one event per item.
+pub const BATCH_COMMANDS: [&str; 1] = ["Push.OfflinePush"];
+
 /// The eleven Official Account (Official Channel) callback commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OfficialAccountCommand {

@@ -11,10 +11,10 @@ mod query;
 mod signature;
 
 pub use body::{
-    AccountCreation, AccountFull, BodyError, Envelope, InfoChanged, MessageSend, MessageSent,
-    MessageWithdrawn, OfficialAccountBody, Subscriber, Subscribers, WithdrawnMessage,
-    json_depth_exceeds, parse_body,
+    AccountCreation, AccountFull, Batch, BodyError, Envelope, InfoChanged, MAX_BATCH_ITEMS,
+    MessageSend, MessageSent, MessageWithdrawn, OfficialAccountBody, Subscriber, Subscribers,
+    WithdrawnMessage, json_depth_exceeds, parse_body, split_batch,
 };
-pub use command::{Family, OfficialAccountCommand};
+pub use command::{BATCH_COMMANDS, Family, OfficialAccountCommand};
 pub use query::{CallbackQuery, QueryError};
 pub use signature::{SignatureError, sign, verify, verify_any};

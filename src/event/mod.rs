@@ -12,7 +12,7 @@ pub(crate) mod schema_check;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use normalize::{Received, event_id, normalize};
+pub use normalize::{Received, event_id, generic, normalize};
 
 /// The `version` of every event this bridge writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -30,11 +30,13 @@ pub struct Event {
     pub payload: Payload,
     /// The original `CallbackCommand`.
     pub command: String,
-    /// `true` for Tencent's "Before" callbacks (the bridge answered "allow").
+    /// `true` for Tencent's "Before" callbacks (the bridge answered "allow";
+    /// the event is an audit record of the request).
     pub before: bool,
     /// The app (`SdkAppid`) the callback came from.
     pub sdk_app_id: u64,
-    /// `Official_Account`; `null` only for `official_account.before_create`.
+    /// `Official_Account`; `null` for `official_account.before_create`, and
+    /// for `callback` events whose body has none.
     pub official_account: Option<String>,
     /// `Operator_Account`, when Tencent sent one.
     pub operator_account: Option<String>,
@@ -99,6 +101,10 @@ pub enum Payload {
     /// Messages were withdrawn (recalled).
     #[serde(rename = "official_account.messages_withdrawn")]
     MessagesWithdrawn(Withdrawn),
+    /// Any other command (group, one-to-one, status, push, bot, ..., and
+    /// commands nobody has heard of), published with its body unchanged.
+    #[serde(rename = "callback")]
+    Callback(Callback),
 }
 
 impl Payload {
@@ -116,6 +122,7 @@ impl Payload {
             Payload::BeforeMessageSend(_) => "official_account.before_message_send",
             Payload::MessageSent(_) => "official_account.message_sent",
             Payload::MessagesWithdrawn(_) => "official_account.messages_withdrawn",
+            Payload::Callback(_) => "callback",
         }
     }
 }
@@ -186,16 +193,27 @@ pub struct Withdrawn {
     pub message_keys: Vec<String>,
 }
 
-impl Event {
-    /// The Kafka record key: `Official_Account`, or `Owner_Account` for
-    /// `before_create`, which has no account id yet.
-    pub fn kafka_key(&self) -> Option<&str> {
-        match (&self.official_account, &self.payload) {
-            (Some(account), _) => Some(account),
-            (None, Payload::BeforeCreate(l)) => l.owner_account.as_deref(),
-            (None, _) => None,
-        }
-    }
+/// `data` of `callback` events: a command the bridge has no type for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    /// The command's family (`group`, `c2c`, `state`, `push`, ..., `other`).
+    pub family: String,
+    /// Every body field except `CallbackCommand` and `EventTime` (which are
+    /// the event's `command` and `event_time_ms`), unchanged. For an item of
+    /// a batch (`Push.OfflinePush`), the item's fields.
+    pub body: Map<String, Value>,
+    /// Set when the callback was one item of a batch body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchItem>,
+}
+
+/// Where an event's item sat in a batched body (`{"Events": [...]}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// Position in `Events`, from 0.
+    pub index: u32,
+    /// Items in the batch.
+    pub size: u32,
 }
 
 /// An authentic callback whose body could not be normalized, published raw

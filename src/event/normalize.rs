@@ -4,12 +4,12 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    Empty, Event, InfoChanged, Lifecycle, Message, Payload, ProfileChanges, SCHEMA_VERSION,
-    SubscriberList, TimeSource, Withdrawn,
+    BatchItem, Callback, Empty, Event, InfoChanged, Lifecycle, Message, Payload, ProfileChanges,
+    SCHEMA_VERSION, SubscriberList, TimeSource, Withdrawn,
 };
 use crate::callback::{
-    BodyError, CallbackQuery, Envelope, OfficialAccountBody, OfficialAccountCommand, Subscriber,
-    WithdrawnMessage,
+    BodyError, CallbackQuery, Envelope, Family, OfficialAccountBody, OfficialAccountCommand,
+    Subscriber, WithdrawnMessage,
 };
 
 /// What the bridge knows about a callback besides its body.
@@ -195,6 +195,47 @@ pub fn normalize(
         platform: query.platform.clone(),
         extra,
     })
+}
+
+/// Turns an authenticated callback the bridge has no type for into a
+/// `callback` event that keeps the body's fields unchanged. `command` is the
+/// query's (a body's own must equal it). `batch` places an item in its batch,
+/// with the batch's fields besides its items, which go to `extra`.
+pub fn generic(
+    received: Received<'_>,
+    command: &str,
+    envelope: Envelope,
+    batch: Option<(BatchItem, &Map<String, Value>)>,
+) -> Event {
+    let query = received.query;
+    let id = event_id(query.sdk_app_id, command, &envelope);
+    let (event_time_ms, event_time_source) = match envelope.event_time_ms {
+        Some(t) => (t, TimeSource::Callback),
+        None => (received.received_at_ms, TimeSource::Received),
+    };
+    let text = |name: &str| envelope.fields.get(name)?.as_str().map(str::to_owned);
+    let official_account = text("Official_Account");
+    let operator_account = text("Operator_Account");
+    Event {
+        version: SCHEMA_VERSION,
+        id,
+        command: command.to_owned(),
+        before: crate::route::is_before(command),
+        sdk_app_id: query.sdk_app_id,
+        official_account,
+        operator_account,
+        event_time_ms,
+        event_time_source,
+        received_at_ms: received.received_at_ms,
+        client_ip: query.client_ip.clone(),
+        platform: query.platform.clone(),
+        extra: batch.map(|(_, rest)| rest.clone()).unwrap_or_default(),
+        payload: Payload::Callback(Callback {
+            family: Family::of(command).as_str().to_owned(),
+            body: envelope.fields,
+            batch: batch.map(|(item, _)| item),
+        }),
+    }
 }
 
 fn lifecycle(owner_account: Option<String>, name: Option<String>) -> Lifecycle {

@@ -11,6 +11,7 @@
 //! business ([`crate::sink::Publisher`]).
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request, header};
@@ -19,10 +20,14 @@ use hyper::body::Incoming;
 
 use super::State;
 use super::respond::Rejection;
-use crate::callback::{self, BodyError, CallbackQuery, Family, OfficialAccountCommand};
-use crate::config::Config;
-use crate::event::{self, DeadLetter, Received};
+use crate::callback::{
+    self, BATCH_COMMANDS, BodyError, CallbackQuery, Family, OfficialAccountCommand,
+};
+use crate::config::{App, Config};
+use crate::dedup::Claim;
+use crate::event::{self, BatchItem, DeadLetter, Event, Received};
 use crate::metrics::Accepted;
+use crate::route::{self, Action, Destination};
 use crate::sink::now_ms;
 
 /// Handles one request on the callback port; `Ok` means "answer 200 OK".
@@ -72,41 +77,125 @@ pub async fn handle(
         });
     }
     let family = Family::of(&query.command);
-    let command = OfficialAccountCommand::parse(&query.command);
-
-    let envelope = match callback::parse_body(&body) {
+    let mut envelope = match callback::parse_body(&body) {
         Ok(envelope) => envelope,
         Err(BodyError::NotJson(e)) => return Err(Rejection::BodyNotJson(e.to_string())),
-        Err(e) => return dead_letter(state, family, &query, received_at_ms, e, body).await,
+        Err(e) => return dead_letter(state, app, family, &query, received_at_ms, e, body).await,
     };
-    if let Some(in_body) = &envelope.command
-        && *in_body != query.command
-    {
-        return Err(Rejection::CommandMismatch {
-            query: query.command,
-            body: in_body.clone(),
-        });
+    check_command(&query.command, envelope.command.as_deref())?;
+    let route = config.routes.find(&query.command);
+    if route.action == Action::Count {
+        state
+            .metrics
+            .callback_counted(family, &query.command, "route");
+        return Ok((family, Accepted::Counted));
     }
-    let Some(command) = command else {
-        state.metrics.callback_ignored(family, &query.command);
-        return Ok((family, Accepted::Ignored));
+    if !config.publish_before && route::is_before(&query.command) {
+        state
+            .metrics
+            .callback_counted(family, &query.command, "before");
+        return Ok((family, Accepted::Counted));
+    }
+    let topic = match &route.destination {
+        Destination::OfficialAccount => app.topics.official_account.clone(),
+        Destination::General => app.topics.general.clone(),
+        Destination::Topic(t) => t.clone(),
     };
     let received = Received {
         query: &query,
         received_at_ms,
     };
-    let event = match event::normalize(received, command, envelope) {
-        Ok(event) => event,
-        Err(e) => return dead_letter(state, family, &query, received_at_ms, e, body).await,
+
+    // One event, or one per item of a batch, each with its route's key.
+    let typed = OfficialAccountCommand::parse(&query.command);
+    let mut events: Vec<(Event, Option<String>)> = Vec::with_capacity(1);
+    if let Some(command) = typed {
+        let key = route.key_of(&envelope.fields);
+        match event::normalize(received, command, envelope) {
+            Ok(event) => events.push((event, key)),
+            Err(e) => {
+                return dead_letter(state, app, family, &query, received_at_ms, e, body).await;
+            }
+        }
+    } else if BATCH_COMMANDS.contains(&query.command.as_str())
+        && let Some(batch) = callback::split_batch(&mut envelope)
+    {
+        let callback::Batch { items, rest } = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                return dead_letter(state, app, family, &query, received_at_ms, e, body).await;
+            }
+        };
+        if items.is_empty() {
+            state
+                .metrics
+                .callback_counted(family, &query.command, "empty_batch");
+            return Ok((family, Accepted::Counted));
+        }
+        for item in &items {
+            check_command(&query.command, item.command.as_deref())?;
+        }
+        let size = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        for (index, item) in (0..size).zip(items) {
+            let key = route.key_of(&item.fields);
+            let place = (BatchItem { index, size }, &rest);
+            events.push((
+                event::generic(received, &query.command, item, Some(place)),
+                key,
+            ));
+        }
+    } else {
+        let key = route.key_of(&envelope.fields);
+        events.push((
+            event::generic(received, &query.command, envelope, None),
+            key,
+        ));
+    }
+
+    let mut published = 0;
+    for (event, key) in events {
+        if let Some(dedup) = &state.dedup {
+            let outcome = dedup.claim(&event.id, Instant::now());
+            state.metrics.dedup_claimed(&outcome);
+            if outcome.claim == Claim::Duplicate {
+                state.metrics.event_duplicate(&event.command, &event.id);
+                continue;
+            }
+        }
+        let record = state
+            .publisher
+            .kafka
+            .event_record(&event, topic.clone(), key);
+        if let Err(e) = state.publisher.accept(record).await {
+            if let Some(dedup) = &state.dedup {
+                dedup.release(&event.id);
+            }
+            return Err(Rejection::Accept(e));
+        }
+        state
+            .metrics
+            .event_published(family, &event.command, typed.is_none());
+        published += 1;
+    }
+    let outcome = if published > 0 {
+        Accepted::Published
+    } else {
+        Accepted::Duplicate
     };
-    let record = state.publisher.kafka.event_record(&event);
-    state
-        .publisher
-        .accept(record)
-        .await
-        .map_err(Rejection::Accept)?;
-    state.metrics.callback_accepted(family, Accepted::Published);
-    Ok((family, Accepted::Published))
+    state.metrics.callback_accepted(family, outcome);
+    Ok((family, outcome))
+}
+
+/// The body's own `CallbackCommand` (or a batch item's), when present, must
+/// be the query's.
+fn check_command(query: &str, body: Option<&str>) -> Result<(), Rejection> {
+    match body {
+        Some(in_body) if in_body != query => Err(Rejection::CommandMismatch {
+            query: query.to_owned(),
+            body: in_body.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The client's address: the socket's peer, or, when configured and the
@@ -134,6 +223,7 @@ fn client_ip<B>(config: &Config, req: &Request<B>, peer: SocketAddr) -> IpAddr {
 
 async fn dead_letter(
     state: &State,
+    app: &App,
     family: Family,
     query: &CallbackQuery,
     received_at_ms: u64,
@@ -147,7 +237,10 @@ async fn dead_letter(
         error.to_string(),
         body,
     );
-    let record = state.publisher.kafka.dead_letter_record(&dl);
+    let record = state
+        .publisher
+        .kafka
+        .dead_letter_record(&dl, app.topics.dead_letter.clone());
     state
         .publisher
         .accept(record)

@@ -31,6 +31,8 @@ use crate::sink::Publisher;
 pub struct State {
     /// Validated configuration.
     pub config: Config,
+    /// The de-duplication window, when `BRIDGE_DEDUP_WINDOW` is set.
+    pub dedup: Option<crate::dedup::Dedup>,
     /// This instance's metrics.
     pub metrics: Arc<Metrics>,
     /// The producer, the spool and the acknowledgement mode.

@@ -52,8 +52,11 @@ impl std::error::Error for EnqueueError {}
 /// is sent, spooled and replayed (byte for byte the same).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
-    /// Events or dead letters (decides the topic).
+    /// Events or dead letters (a metric label).
     pub stream: Stream,
+    /// The topic. `None` only in records spooled by bridges before 0.2,
+    /// which go to the configured topic of their stream.
+    pub topic: Option<Arc<str>>,
     /// The event or dead-letter id, for logs.
     pub id: String,
     /// Record key.
@@ -166,6 +169,7 @@ fn rebuild(stream: Stream, id: String, m: &BorrowedMessage<'_>) -> OutRecord {
         .unwrap_or_default();
     OutRecord {
         stream,
+        topic: Some(Arc::from(m.topic())),
         id,
         key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
         headers,
@@ -265,11 +269,14 @@ pub fn error_class(error: &KafkaError) -> &'static str {
     }
 }
 
-/// The producer and the two topics it writes.
+/// The producer, and the topics it writes.
 pub struct KafkaSink {
     producer: ThreadedProducer<BridgeContext>,
+    /// Where records without a topic go (spooled by bridges before 0.2).
     topic: String,
     dlq_topic: String,
+    /// Every topic readiness asks about.
+    probe_topics: Vec<String>,
     metrics: Arc<Metrics>,
     /// Identifies this process in the `bridge_instance` header.
     instance: String,
@@ -304,6 +311,7 @@ impl KafkaSink {
     /// brokers: readiness does that ([`KafkaSink::probe`]).
     pub fn new(
         config: &KafkaConfig,
+        probe_topics: Vec<String>,
         bootstrap_servers: &str,
         max_body_bytes: usize,
         metrics: Arc<Metrics>,
@@ -329,6 +337,7 @@ impl KafkaSink {
             producer,
             topic: config.topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
+            probe_topics,
             metrics,
             instance: instance_id(),
             seq: AtomicU64::new(0),
@@ -341,8 +350,9 @@ impl KafkaSink {
         headers.push(("bridge_seq".into(), seq.to_string().into_bytes()));
     }
 
-    /// The record for a normalized event: key, CloudEvents headers, JSON value.
-    pub fn event_record(&self, event: &Event) -> OutRecord {
+    /// The record for an event: its topic and key (the route's), CloudEvents
+    /// headers, the event as JSON.
+    pub fn event_record(&self, event: &Event, topic: Arc<str>, key: Option<String>) -> OutRecord {
         let payload = serde_json::to_vec(event).expect("events always serialize");
         let mut headers: Vec<(String, Vec<u8>)> = vec![
             ("ce_specversion".into(), b"1.0".to_vec()),
@@ -367,8 +377,9 @@ impl KafkaSink {
         self.bridge_headers(&mut headers);
         OutRecord {
             stream: Stream::Events,
+            topic: Some(topic),
             id: event.id.clone(),
-            key: event.kafka_key().map(str::to_owned),
+            key,
             headers,
             payload,
             timestamp_ms: i64::try_from(event.received_at_ms).unwrap_or(i64::MAX),
@@ -376,7 +387,7 @@ impl KafkaSink {
     }
 
     /// The record for a dead letter: the raw body, the reason in headers.
-    pub fn dead_letter_record(&self, dl: &DeadLetter) -> OutRecord {
+    pub fn dead_letter_record(&self, dl: &DeadLetter, topic: Arc<str>) -> OutRecord {
         let mut headers: Vec<(String, Vec<u8>)> = vec![
             ("bridge_id".into(), dl.id.as_bytes().to_vec()),
             ("bridge_reason".into(), dl.reason.as_bytes().to_vec()),
@@ -401,6 +412,7 @@ impl KafkaSink {
         self.bridge_headers(&mut headers);
         OutRecord {
             stream: Stream::DeadLetter,
+            topic: Some(topic),
             id: dl.id.clone(),
             key: None,
             headers,
@@ -411,9 +423,10 @@ impl KafkaSink {
 
     /// Hands `record` to the producer's queue; never waits for the broker.
     pub fn send(&self, record: &OutRecord, origin: Origin) -> Result<(), EnqueueError> {
-        let topic = match record.stream {
-            Stream::Events => &self.topic,
-            Stream::DeadLetter => &self.dlq_topic,
+        let topic = match (&record.topic, record.stream) {
+            (Some(t), _) => t,
+            (None, Stream::Events) => self.topic.as_str(),
+            (None, Stream::DeadLetter) => self.dlq_topic.as_str(),
         };
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
@@ -448,11 +461,11 @@ impl KafkaSink {
         }
     }
 
-    /// Asks the cluster for the metadata of both topics: `Ok` when each
-    /// exists and has partitions. Blocks up to `timeout` per topic: call
-    /// from a blocking thread.
+    /// Asks the cluster for the metadata of every topic the bridge may
+    /// write: `Ok` when each exists and has partitions. Blocks up to
+    /// `timeout` per topic: call from a blocking thread.
     pub fn probe(&self, timeout: Duration) -> Result<(), String> {
-        for topic in [&self.topic, &self.dlq_topic] {
+        for topic in &self.probe_topics {
             let md = self
                 .producer
                 .client()

@@ -4,6 +4,12 @@
 //! Frame: `len: u32 LE | crc32(payload): u32 LE | payload (len bytes)`.
 //! A frame that runs past the end of the file or fails its CRC ends the
 //! readable part of a segment: that is how a torn write is detected.
+//!
+//! Payload version 2 (since 0.2) carries the record's topic; version 1
+//! records, which have none, are still read (and go to their stream's
+//! configured topic).
+
+use std::sync::Arc;
 
 use crate::metrics::Stream;
 use crate::sink::OutRecord;
@@ -12,7 +18,7 @@ use crate::sink::OutRecord;
 pub const FRAME_HEADER: usize = 8;
 /// Largest payload a frame may hold (sanity bound when reading).
 pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Appends the frame for `record` to `out`.
 pub fn encode_frame(record: &OutRecord, out: &mut Vec<u8>) {
@@ -23,6 +29,13 @@ pub fn encode_frame(record: &OutRecord, out: &mut Vec<u8>) {
         Stream::Events => 0,
         Stream::DeadLetter => 1,
     });
+    match &record.topic {
+        Some(t) => {
+            out.push(1);
+            put_bytes16(out, t.as_bytes());
+        }
+        None => out.push(0),
+    }
     out.extend_from_slice(&record.timestamp_ms.to_le_bytes());
     put_bytes16(out, record.id.as_bytes());
     match &record.key {
@@ -101,12 +114,25 @@ pub fn read_frame(data: &[u8]) -> Frame<'_> {
 /// Decodes a frame's payload. `None` if it is not a record this version wrote.
 pub fn decode(payload: &[u8]) -> Option<OutRecord> {
     let mut r = Reader(payload);
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if !(1..=VERSION).contains(&version) {
         return None;
     }
     let stream = match r.u8()? {
         0 => Stream::Events,
         1 => Stream::DeadLetter,
+        _ => return None,
+    };
+    let topic = match (version, r.0.first()) {
+        (1, _) => None,
+        (_, Some(0)) => {
+            r.u8()?;
+            None
+        }
+        (_, Some(1)) => {
+            r.u8()?;
+            Some(Arc::from(std::str::from_utf8(r.bytes16()?).ok()?))
+        }
         _ => return None,
     };
     let timestamp_ms = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
@@ -129,6 +155,7 @@ pub fn decode(payload: &[u8]) -> Option<OutRecord> {
     }
     Some(OutRecord {
         stream,
+        topic,
         id,
         key,
         headers,
@@ -172,6 +199,7 @@ mod tests {
             } else {
                 Stream::DeadLetter
             },
+            topic: (!i.is_multiple_of(5)).then(|| Arc::from(format!("topic-{i}"))),
             id: format!("id-{i}"),
             key: (!i.is_multiple_of(3)).then(|| format!("@TOA#_{i}")),
             headers: vec![("ce_id".into(), vec![i; 3]), ("empty".into(), vec![])],
@@ -195,6 +223,24 @@ mod tests {
             at += size;
         }
         assert_eq!(read_frame(&buf[at..]), Frame::End);
+    }
+
+    /// Spools written by 0.1 bridges (version 1, no topic) are still read.
+    #[test]
+    fn version_1_records_decode_without_a_topic() {
+        let mut record = sample(4);
+        record.topic = Some(Arc::from("ignored"));
+        let mut buf = Vec::new();
+        encode_frame(&record, &mut buf);
+        let Frame::Whole(payload, _) = read_frame(&buf) else {
+            panic!("unreadable")
+        };
+        // Version 1 layout: the version 2 payload without the topic field.
+        let topic_field = 1 + 2 + "ignored".len();
+        let mut v1 = vec![1, payload[1]];
+        v1.extend_from_slice(&payload[2 + topic_field..]);
+        record.topic = None;
+        assert_eq!(decode(&v1), Some(record));
     }
 
     #[test]

@@ -14,6 +14,7 @@ fn dir(name: &str) -> PathBuf {
 fn record(i: u32, size: usize) -> OutRecord {
     OutRecord {
         stream: Stream::Events,
+        topic: Some("events".into()),
         id: format!("id-{i}"),
         key: Some(format!("@TOA#_{}", i % 7)),
         headers: vec![("bridge_seq".into(), i.to_string().into_bytes())],
@@ -206,6 +207,7 @@ mod concurrency {
                 for i in 0..200u32 {
                     let r = OutRecord {
                         stream: Stream::Events,
+                        topic: Some("events".into()),
                         id: format!("{c}-{i}"),
                         key: Some(format!("k{c}")),
                         headers: vec![],

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use chat_kafka_bridge::callback::sign;
 
 use crate::harness::{
-    APP_ID, TOKEN, bootstrap, consume_blocking, create_topic, get, now_secs, unique,
+    APP_ID, TOKEN, bootstrap, consume_blocking, create_bridge_topics, general_topic, get, now_secs,
+    unique,
 };
 use crate::load::{Load, report, verify};
 
@@ -240,12 +241,12 @@ async fn zero_config_run_publishes_to_the_embedded_broker() {
 async fn sigterm_under_traffic_loses_no_acknowledged_callback_in_any_mode() {
     for mode in ["enqueued", "spooled", "delivered"] {
         let topic = unique(&format!("sigterm-{mode}"));
-        create_topic(&topic).await;
-        create_topic(&format!("{topic}-dlq")).await;
+        create_bridge_topics(&topic).await;
         let app = APP_ID.to_string();
         let mut bridge = Bridge::spawn(&[
             ("BRIDGE_KAFKA_BROKERS", bootstrap()),
             ("BRIDGE_KAFKA_TOPIC", &topic),
+            ("BRIDGE_KAFKA_GENERAL_TOPIC", &general_topic(&topic)),
             ("BRIDGE_SDKAPPID", &app),
             ("BRIDGE_CALLBACK_TOKEN", TOKEN),
             ("BRIDGE_SHUTDOWN_TIMEOUT", "20s"),
@@ -292,8 +293,7 @@ async fn sigterm_under_traffic_loses_no_acknowledged_callback_in_any_mode() {
 async fn sigkill_in_spooled_mode_then_restart_loses_nothing() {
     for kafka_up in [true, false] {
         let topic = unique("sigkill");
-        create_topic(&topic).await;
-        create_topic(&format!("{topic}-dlq")).await;
+        create_bridge_topics(&topic).await;
         let spool = crate::harness::spool_dir(&topic);
         let spool = spool.to_str().expect("utf-8").to_owned();
         let app = APP_ID.to_string();
@@ -301,6 +301,7 @@ async fn sigkill_in_spooled_mode_then_restart_loses_nothing() {
             [
                 ("BRIDGE_KAFKA_BROKERS", brokers.to_owned()),
                 ("BRIDGE_KAFKA_TOPIC", topic.clone()),
+                ("BRIDGE_KAFKA_GENERAL_TOPIC", general_topic(&topic)),
                 ("BRIDGE_SDKAPPID", app.clone()),
                 ("BRIDGE_CALLBACK_TOKEN", TOKEN.to_owned()),
                 ("BRIDGE_ACK_MODE", "spooled".to_owned()),

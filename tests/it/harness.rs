@@ -71,6 +71,28 @@ pub async fn create_topic(topic: &str) {
     create_topic_on(bootstrap(), topic, 1).await;
 }
 
+/// Creates the three topics a test bridge writes, on the shared broker:
+/// `topic` (Official Account events), `{topic}-general` and `{topic}-dlq`.
+pub async fn create_bridge_topics(topic: &str) {
+    create_bridge_topics_on(bootstrap(), topic, 1).await;
+}
+
+/// [`create_bridge_topics`] on the cluster at `brokers`.
+pub async fn create_bridge_topics_on(brokers: &str, topic: &str, replication: i32) {
+    for t in [
+        topic.to_owned(),
+        general_topic(topic),
+        format!("{topic}-dlq"),
+    ] {
+        create_topic_on(brokers, &t, replication).await;
+    }
+}
+
+/// The general topic of the test bridge whose Official Account topic is `topic`.
+pub fn general_topic(topic: &str) -> String {
+    format!("{topic}-general")
+}
+
 /// Creates `topic` with [`PARTITIONS`] partitions and replication factor
 /// `replication` on the cluster at `brokers`.
 pub async fn create_topic_on(brokers: &str, topic: &str, replication: i32) {
@@ -102,6 +124,8 @@ pub struct TestBridge {
     pub admin: String,
     /// Events topic.
     pub topic: String,
+    /// General topic (every command outside `OfficialAccount.*`).
+    pub general: String,
     /// Dead-letter topic.
     pub dlq: String,
     stop: Option<oneshot::Sender<()>>,
@@ -114,8 +138,7 @@ impl TestBridge {
     pub async fn start(extra: &[&str]) -> TestBridge {
         let topic = unique("events");
         let dlq = format!("{topic}-dlq");
-        create_topic(&topic).await;
-        create_topic(&dlq).await;
+        create_bridge_topics(&topic).await;
         let bridge = Self::start_with(bootstrap(), &topic, &dlq, extra).await;
         bridge.wait_ready().await;
         bridge
@@ -129,6 +152,7 @@ impl TestBridge {
 
         let spool = spool.to_str().expect("utf-8 path");
         let own_spool = !extra.contains(&"--spool-dir");
+        let general = general_topic(topic);
         let mut args = vec![
             "chat-kafka-bridge",
             "--listen",
@@ -141,6 +165,8 @@ impl TestBridge {
             topic,
             "--kafka-dlq-topic",
             dlq,
+            "--kafka-general-topic",
+            &general,
             "--sdk-app-id",
             &app_id,
             "--callback-token",
@@ -173,6 +199,7 @@ impl TestBridge {
             base: format!("http://{cb}"),
             admin: format!("http://{ad}"),
             topic: topic.to_owned(),
+            general: general.clone(),
             dlq: dlq.to_owned(),
             stop: Some(stop),
             task: Some(task),

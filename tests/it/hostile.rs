@@ -318,18 +318,18 @@ fn request(path: &str, body: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
     use crate::binary::Bridge;
-    use crate::harness::{bootstrap, create_topic, unique};
+    use crate::harness::{bootstrap, create_bridge_topics, general_topic, unique};
     use crate::load::{Load, report, verify};
     use std::collections::BTreeMap;
 
     let topic = unique("abuse");
     let dlq = format!("{topic}-dlq");
-    create_topic(&topic).await;
-    create_topic(&dlq).await;
+    create_bridge_topics(&topic).await;
     let app = APP_ID.to_string();
     let mut bridge = Bridge::spawn(&[
         ("BRIDGE_KAFKA_BROKERS", bootstrap()),
         ("BRIDGE_KAFKA_TOPIC", &topic),
+        ("BRIDGE_KAFKA_GENERAL_TOPIC", &general_topic(&topic)),
         ("BRIDGE_SDKAPPID", &app),
         ("BRIDGE_CALLBACK_TOKEN", TOKEN),
         ("BRIDGE_HEADER_READ_TIMEOUT", "2s"),

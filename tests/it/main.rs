@@ -16,3 +16,4 @@ mod observability;
 mod publish;
 mod rejections;
 mod reliability;
+mod routing;

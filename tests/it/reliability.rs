@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{TestBridge, consume, count_records, create_topic_on, get, unique};
+use crate::harness::{TestBridge, consume, count_records, create_bridge_topics_on, get, unique};
 use crate::kafka::Cluster;
 use crate::load::{Load, report, verify};
 
@@ -24,8 +24,7 @@ async fn cluster_with_topics(nodes: usize, name: &str) -> (Arc<Cluster>, String,
     let brokers = kafka.bootstrap();
     let topic = unique(name);
     let replication = i32::try_from(nodes).expect("a few nodes");
-    create_topic_on(&brokers, &topic, replication).await;
-    create_topic_on(&brokers, &format!("{topic}-dlq"), replication).await;
+    create_bridge_topics_on(&brokers, &topic, replication).await;
     (kafka, brokers, topic)
 }
 
