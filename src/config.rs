@@ -1212,6 +1212,105 @@ mod tests {
         assert_eq!(c.delivery_timeout, Duration::from_secs(1));
         assert_eq!(c.spool_dir, PathBuf::from("spool"));
         assert_eq!(c.spool_max_bytes, 1 << 30);
+        assert_eq!(c.kafka.general_topic, "chat-callback-events");
+        assert!(c.publish_before);
+        assert_eq!(c.dedup_window, None);
+        assert_eq!(c.dedup_max_entries, 100_000);
+        assert_eq!(
+            c.topics(),
+            vec![
+                "chat-callback-events",
+                "official-account-events",
+                "official-account-events-dlq"
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_app_topics_and_dedup_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("ckb-routes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("bridge.toml");
+        std::fs::write(
+            &path,
+            r#"
+publish_before = false
+dedup_window = "10m"
+dedup_max_entries = 5000
+
+[[apps]]
+sdk_app_id = 9
+topic = "nine-oa"
+dlq_topic = "nine-dlq"
+
+[[routes]]
+command = "Group.*"
+topic = "groups"
+key = ["GroupId", "From_Account"]
+
+[[routes]]
+command = "Bot.*"
+action = "count"
+"#,
+        )
+        .expect("write");
+        let c = load(&["--config", path.to_str().expect("utf-8")]).expect("valid file");
+        assert!(!c.publish_before);
+        assert_eq!(c.dedup_window, Some(Duration::from_secs(600)));
+        assert_eq!(c.dedup_max_entries, 5000);
+        let nine = &c.apps[&9].topics;
+        assert_eq!(&*nine.official_account, "nine-oa");
+        assert_eq!(&*nine.general, "chat-callback-events");
+        assert_eq!(&*nine.dead_letter, "nine-dlq");
+        assert_eq!(
+            c.topics(),
+            vec!["chat-callback-events", "groups", "nine-dlq", "nine-oa"]
+        );
+        assert_eq!(
+            c.routes.find("Bot.CallbackX").action,
+            crate::route::Action::Count
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_routes_and_topics_name_their_setting() {
+        let dir = std::env::temp_dir().join(format!("ckb-badroutes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (i, (text, setting)) in [
+            ("[[routes]]\ncommand = \"Gr*oup\"\n", "routes[0].command"),
+            (
+                "[[routes]]\ncommand = \"Group.*\"\ntopic = \"a b\"\n",
+                "routes[0].topic",
+            ),
+            (
+                "[[routes]]\ncommand = \"Group.*\"\ntopic = \"official-account-events-dlq\"\n",
+                "routes[0].topic",
+            ),
+            (
+                "[[routes]]\ncommand = \"Group.*\"\nkey = \"Info..To\"\n",
+                "routes[0].key",
+            ),
+            (
+                "[[apps]]\nsdk_app_id = 3\ntopic = \"x\"\ndlq_topic = \"x\"\n",
+                "apps[0].dlq_topic",
+            ),
+            ("dedup_max_entries = 0\n", "BRIDGE_DEDUP_MAX_ENTRIES"),
+            ("dedup_window = \"soon\"\n", "BRIDGE_DEDUP_WINDOW"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = dir.join(format!("bad-{i}.toml"));
+            std::fs::write(&path, text).expect("write");
+            let e = load(&["--config", path.to_str().expect("utf-8")]).expect_err(text);
+            assert_eq!(e.setting, setting, "{text}: {e}");
+        }
+        let e = load(&["--kafka-general-topic", "official-account-events-dlq"]).expect_err("clash");
+        assert_eq!(e.setting, "BRIDGE_KAFKA_DLQ_TOPIC");
+        let e = load(&["--publish-before", "yes"]).expect_err("not a bool");
+        assert_eq!(e.setting, "BRIDGE_PUBLISH_BEFORE");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

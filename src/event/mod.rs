@@ -299,6 +299,6 @@ mod tests {
             schema_check::assert_valid(&value, heading);
             seen.push(heading.to_owned());
         }
-        assert_eq!(seen.len(), 11, "{seen:?}");
+        assert_eq!(seen.len(), 12, "{seen:?}");
     }
 }

@@ -364,6 +364,83 @@ mod tests {
         assert_eq!(types.len(), OfficialAccountCommand::ALL.len(), "{types:?}");
     }
 
+    /// Every other fixture (group, status, a push batch) becomes `callback`
+    /// events that keep the body, one per batch item, matching their
+    /// snapshots and the schema.
+    #[test]
+    fn other_fixtures_become_callback_events_matching_their_snapshots() {
+        use crate::callback::{BATCH_COMMANDS, split_batch};
+        for (name, command, events) in [
+            ("group-after-send-msg", "Group.CallbackAfterSendMsg", 1),
+            ("state-change", "State.StateChange", 1),
+            ("push-offline-batch", "Push.OfflinePush", 2),
+        ] {
+            let path = format!(
+                "{}/tests/fixtures/callbacks/{name}.json",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let bytes = std::fs::read(path).expect("read fixture");
+            let original: Value = serde_json::from_slice(&bytes).expect("JSON");
+            let mut envelope = parse_body(&bytes).expect("an object");
+            let q = query(command);
+            let received = Received {
+                query: &q,
+                received_at_ms: RECEIVED_AT_MS,
+            };
+            let out: Vec<Event> = match split_batch(&mut envelope) {
+                Some(batch) => {
+                    assert!(BATCH_COMMANDS.contains(&command));
+                    let batch = batch.expect("a valid batch");
+                    let size = u32::try_from(batch.items.len()).expect("small");
+                    (0..size)
+                        .zip(batch.items)
+                        .map(|(index, item)| {
+                            generic(
+                                received,
+                                command,
+                                item,
+                                Some((BatchItem { index, size }, &batch.rest)),
+                            )
+                        })
+                        .collect()
+                }
+                None => vec![generic(received, command, envelope, None)],
+            };
+            assert_eq!(out.len(), events, "{name}");
+            let mut ids = std::collections::HashSet::new();
+            for (i, event) in out.iter().enumerate() {
+                assert!(ids.insert(event.id.clone()), "{name}: ids differ per item");
+                let Payload::Callback(data) = &event.payload else {
+                    panic!("{name}: not a callback event")
+                };
+                // The body's fields, unchanged, minus the two the event maps.
+                let source = if events > 1 {
+                    &original["Events"][i]
+                } else {
+                    &original
+                };
+                for (k, v) in source.as_object().expect("object") {
+                    match k.as_str() {
+                        "CallbackCommand" => assert_eq!(v, command),
+                        "EventTime" => {
+                            assert_eq!(
+                                v.to_string().trim_matches('"'),
+                                event.event_time_ms.to_string()
+                            );
+                        }
+                        _ => assert_eq!(data.body.get(k), Some(v), "{name}: {k}"),
+                    }
+                }
+                let json = serde_json::to_value(event).expect("serialize");
+                let back: Event = serde_json::from_value(json.clone()).expect("deserialize");
+                assert_eq!(&back, event, "{name}");
+                crate::event::schema_check::assert_valid(&json, name);
+                let pretty = serde_json::to_string_pretty(&json).expect("serialize");
+                insta::assert_snapshot!(format!("{name}-{i}"), pretty);
+            }
+        }
+    }
+
     #[test]
     fn missing_event_time_falls_back_to_receipt_and_says_so() {
         let e = normalize_bytes(

@@ -280,6 +280,7 @@ async fn a_python_consumer_reads_and_validates_every_event() {
     .await
     .expect("python thread");
     assert_eq!(doc["channels"]["events"], "official-account-events");
+    assert_eq!(doc["channels"]["general"], "chat-callback-events");
     assert_eq!(
         doc["channels"]["deadLetters"],
         "official-account-events-dlq"
