@@ -112,7 +112,7 @@ impl Server {
                 }
             }
         }
-        // Ready: Kafka metadata for both topics (or room in the spool).
+        // Ready: Kafka metadata for every topic it writes (or room in the spool).
         while get(server.admin, "/readyz").map(|(s, _)| s) != Some(200) {
             if Instant::now() > deadline {
                 return Err(format!("the bridge never became ready; see {log:?}"));
