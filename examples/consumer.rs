@@ -267,6 +267,7 @@ fn handle(p: &Pending) {
         }
         Payload::InfoChanged(c) => format!("changes={:?}", c.changes),
         Payload::MessageSent(m) | Payload::BeforeMessageSend(m) => format!("key={:?}", m.key),
+        Payload::Callback(c) => format!("{} fields={}", c.family, c.body.len()),
         _ => String::new(),
     };
     println!(
