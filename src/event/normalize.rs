@@ -57,10 +57,7 @@ pub fn normalize(
 ) -> Result<Event, BodyError> {
     let query = received.query;
     let id = event_id(query.sdk_app_id, command.as_str(), &envelope);
-    let (event_time_ms, event_time_source) = match envelope.event_time_ms {
-        Some(t) => (t, TimeSource::Callback),
-        None => (received.received_at_ms, TimeSource::Received),
-    };
+    let (event_time_ms, event_time_source) = event_time(&envelope, received.received_at_ms);
     let body = OfficialAccountBody::parse(command, envelope.fields)?;
 
     let (payload, official_account, operator_account, extra) = match body {
@@ -209,10 +206,7 @@ pub fn generic(
 ) -> Event {
     let query = received.query;
     let id = event_id(query.sdk_app_id, command, &envelope);
-    let (event_time_ms, event_time_source) = match envelope.event_time_ms {
-        Some(t) => (t, TimeSource::Callback),
-        None => (received.received_at_ms, TimeSource::Received),
-    };
+    let (event_time_ms, event_time_source) = event_time(&envelope, received.received_at_ms);
     let text = |name: &str| envelope.fields.get(name)?.as_str().map(str::to_owned);
     let official_account = text("Official_Account");
     let operator_account = text("Operator_Account");
@@ -235,6 +229,14 @@ pub fn generic(
             body: envelope.fields,
             batch: batch.map(|(item, _)| item),
         }),
+    }
+}
+
+/// `EventTime`, or the receive time when the callback has none.
+fn event_time(envelope: &Envelope, received_at_ms: u64) -> (u64, TimeSource) {
+    match envelope.event_time_ms {
+        Some(t) => (t, TimeSource::Callback),
+        None => (received_at_ms, TimeSource::Received),
     }
 }
 

@@ -135,6 +135,31 @@ fn python_script(script: &str, args: &[&str]) -> Value {
 }
 
 /// `-cp` for `SameKeyPartitions`: kafka-clients from Maven, the class compiled by javac.
+/// Reads `expected` records of `topic` with `consume_validate.py` (a
+/// confluent-kafka consumer group, Python's jsonschema) and returns what it
+/// printed for each.
+async fn python_consume_validate(topic: &str, expected: usize) -> Vec<Value> {
+    let topic = topic.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        let schema = Path::new(MANIFEST_DIR).join(SCHEMA_PATH);
+        python_script(
+            "consume_validate.py",
+            &[
+                bootstrap(),
+                &topic,
+                &expected.to_string(),
+                schema.to_str().expect("utf-8 path"),
+                "60",
+            ],
+        )
+    })
+    .await
+    .expect("python thread");
+    let py = out["records"].as_array().expect("records").clone();
+    assert_eq!(py.len(), expected, "Python read {} of {expected}", py.len());
+    py
+}
+
 fn java_classpath() -> String {
     static CP: OnceLock<Result<String, String>> = OnceLock::new();
     let cp = CP.get_or_init(|| {
@@ -239,24 +264,7 @@ async fn a_python_consumer_reads_and_validates_every_event() {
     let dead = consume(&bridge.dlq, 1, Duration::from_secs(30)).await;
     assert_eq!(dead.len(), 1);
 
-    let topic = bridge.topic.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        let schema = Path::new(MANIFEST_DIR).join(SCHEMA_PATH);
-        python_script(
-            "consume_validate.py",
-            &[
-                bootstrap(),
-                &topic,
-                &expected.to_string(),
-                schema.to_str().expect("utf-8 path"),
-                "60",
-            ],
-        )
-    })
-    .await
-    .expect("python thread");
-    let py = out["records"].as_array().expect("records");
-    assert_eq!(py.len(), expected, "Python read {} of {expected}", py.len());
+    let py = python_consume_validate(&bridge.topic, expected).await;
     let mut py_ids = HashSet::new();
     for r in py {
         assert_eq!(r["errors"], json!([]), "Python's jsonschema rejected {r}");
@@ -333,24 +341,7 @@ async fn a_python_consumer_validates_the_callback_events_of_other_families() {
     .await;
     assert_eq!(r.status, 200, "{r:?}");
     let expected = 5;
-    let topic = bridge.general.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        let schema = Path::new(MANIFEST_DIR).join(SCHEMA_PATH);
-        python_script(
-            "consume_validate.py",
-            &[
-                bootstrap(),
-                &topic,
-                &expected.to_string(),
-                schema.to_str().expect("utf-8 path"),
-                "60",
-            ],
-        )
-    })
-    .await
-    .expect("python thread");
-    let py = out["records"].as_array().expect("records");
-    assert_eq!(py.len(), expected, "Python read {} of {expected}", py.len());
+    let py = python_consume_validate(&bridge.general, expected).await;
     for r in py {
         assert_eq!(r["errors"], json!([]), "Python's jsonschema rejected {r}");
         assert_eq!(r["type"], "callback", "{r}");
