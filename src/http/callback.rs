@@ -152,6 +152,9 @@ pub async fn handle(
         ));
     }
 
+    // A user's action waits for a Before callback's answer: its audit event
+    // is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
+    let at_once = route::is_before(&query.command);
     let mut published = 0;
     for (event, key) in events {
         if let Some(dedup) = &state.dedup {
@@ -166,7 +169,12 @@ pub async fn handle(
             .publisher
             .kafka
             .event_record(&event, topic.clone(), key);
-        if let Err(e) = state.publisher.accept(record).await {
+        let accepted = if at_once {
+            state.publisher.accept_at_once(record).await
+        } else {
+            state.publisher.accept(record).await
+        };
+        if let Err(e) = accepted {
             if let Some(dedup) = &state.dedup {
                 dedup.release(&event.id);
             }

@@ -55,10 +55,7 @@ impl Publisher {
     /// Returns once `record` is as safe as the mode promises.
     pub async fn accept(&self, record: OutRecord) -> Result<(), AcceptError> {
         match self.mode {
-            AckMode::Enqueued => match self.kafka.send(&record, Origin::Live { waiter: None }) {
-                Ok(()) => Ok(()),
-                Err(e) => self.spill(&record, e).await,
-            },
+            AckMode::Enqueued => self.accept_at_once(record).await,
             AckMode::Spooled => self.spool(&record, SpoolCause::Accepted).await,
             AckMode::Delivered => {
                 let (tx, rx) = oneshot::channel();
@@ -74,6 +71,17 @@ impl Publisher {
                     Err(_) => self.spool(&record, SpoolCause::Deadline).await,
                 }
             }
+        }
+    }
+
+    /// Returns once `record` is in the producer's queue (or, if the queue
+    /// cannot take it, in the spool), whatever the mode: for `enqueued`, and
+    /// for the audit events of "Before" callbacks, whose answer a user's
+    /// action is waiting for. A failed delivery still goes to the spool.
+    pub async fn accept_at_once(&self, record: OutRecord) -> Result<(), AcceptError> {
+        match self.kafka.send(&record, Origin::Live { waiter: None }) {
+            Ok(()) => Ok(()),
+            Err(e) => self.spill(&record, e).await,
         }
     }
 

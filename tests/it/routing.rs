@@ -336,3 +336,49 @@ async fn the_dedup_window_publishes_a_repeat_once() {
         assert_eq!(bridge.metric(sample).await, n, "{sample}");
     }
 }
+
+/// A user's action waits for a Before callback's answer, so it is answered
+/// as soon as its audit event is queued, even in `delivered` mode with Kafka
+/// unreachable, where an After callback waits out `BRIDGE_DELIVERY_TIMEOUT`
+/// and is then spooled. Both are kept: the spool holds the After event, the
+/// producer's queue the Before one (spooled too once it fails, at shutdown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_callbacks_do_not_wait_for_the_ack_mode() {
+    let topic = unique("before-at-once");
+    let bridge = TestBridge::start_with(
+        "127.0.0.1:1",
+        &topic,
+        &format!("{topic}-dlq"),
+        &["--ack-mode", "delivered", "--delivery-timeout", "1500ms"],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        bridge.send_fixture("oa-before-send-msg.json").await.status,
+        200
+    );
+    let before = started.elapsed();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        bridge.send_fixture("oa-after-send-msg.json").await.status,
+        200
+    );
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "the After callback waited for Kafka: {after:?}"
+    );
+    assert!(
+        before < Duration::from_millis(750),
+        "the Before callback was answered without waiting for Kafka: {before:?}"
+    );
+    assert_eq!(
+        bridge
+            .metric(r#"chat_bridge_spool_appends_total{cause="deadline"}"#)
+            .await,
+        1.0
+    );
+    let last = bridge.stop().await;
+    assert_eq!(last.discarded, 0, "{last:?}");
+    assert_eq!(last.spooled, 2, "{last:?}");
+}
