@@ -36,6 +36,25 @@ pub struct Bridge {
 }
 
 impl Bridge {
+    /// Creates fresh topics named after `name` on the shared broker and
+    /// spawns the binary for the test app on them, with `extra` variables
+    /// besides. Returns the bridge and its Official Account topic.
+    pub async fn spawn_on_shared_kafka(name: &str, extra: &[(&str, &str)]) -> (Bridge, String) {
+        let topic = unique(name);
+        create_bridge_topics(&topic).await;
+        let app = APP_ID.to_string();
+        let general = general_topic(&topic);
+        let mut env = vec![
+            ("BRIDGE_KAFKA_BROKERS", bootstrap()),
+            ("BRIDGE_KAFKA_TOPIC", topic.as_str()),
+            ("BRIDGE_KAFKA_GENERAL_TOPIC", general.as_str()),
+            ("BRIDGE_SDKAPPID", app.as_str()),
+            ("BRIDGE_CALLBACK_TOKEN", TOKEN),
+        ];
+        env.extend_from_slice(extra);
+        (Bridge::spawn(&env), topic)
+    }
+
     pub fn spawn(env: &[(&str, &str)]) -> Bridge {
         let mut cmd = command();
         // A working directory of its own, so the default spool dir is fresh.
@@ -240,18 +259,14 @@ async fn zero_config_run_publishes_to_the_embedded_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_traffic_loses_no_acknowledged_callback_in_any_mode() {
     for mode in ["enqueued", "spooled", "delivered"] {
-        let topic = unique(&format!("sigterm-{mode}"));
-        create_bridge_topics(&topic).await;
-        let app = APP_ID.to_string();
-        let mut bridge = Bridge::spawn(&[
-            ("BRIDGE_KAFKA_BROKERS", bootstrap()),
-            ("BRIDGE_KAFKA_TOPIC", &topic),
-            ("BRIDGE_KAFKA_GENERAL_TOPIC", &general_topic(&topic)),
-            ("BRIDGE_SDKAPPID", &app),
-            ("BRIDGE_CALLBACK_TOKEN", TOKEN),
-            ("BRIDGE_SHUTDOWN_TIMEOUT", "20s"),
-            ("BRIDGE_ACK_MODE", mode),
-        ]);
+        let (mut bridge, topic) = Bridge::spawn_on_shared_kafka(
+            &format!("sigterm-{mode}"),
+            &[
+                ("BRIDGE_SHUTDOWN_TIMEOUT", "20s"),
+                ("BRIDGE_ACK_MODE", mode),
+            ],
+        )
+        .await;
         let admin = bridge.admin.clone();
         assert_eventually!(
             get(&format!("{admin}/readyz")).await.0 == 200,

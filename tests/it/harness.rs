@@ -229,6 +229,19 @@ impl TestBridge {
         self.send(&fixture(name)).await
     }
 
+    /// Sends the fixtures of other families (a group message, a status
+    /// change, a push batch of two) and returns the events they make (4).
+    pub async fn send_other_families(&self) -> usize {
+        for name in [
+            "group-after-send-msg.json",
+            "state-change.json",
+            "push-offline-batch.json",
+        ] {
+            assert_eq!(self.send_fixture(name).await.status, 200, "{name}");
+        }
+        4
+    }
+
     /// Sends one callback of each outcome that creates a labelled series on
     /// demand (published, refused by method, dead-lettered), so that every
     /// metric family the bridge has is on `/metrics`.

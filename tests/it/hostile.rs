@@ -318,25 +318,21 @@ fn request(path: &str, body: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
     use crate::binary::Bridge;
-    use crate::harness::{bootstrap, create_bridge_topics, general_topic, unique};
+    use crate::harness::bootstrap;
     use crate::load::{Load, report, verify};
     use std::collections::BTreeMap;
 
-    let topic = unique("abuse");
+    let (mut bridge, topic) = Bridge::spawn_on_shared_kafka(
+        "abuse",
+        &[
+            ("BRIDGE_HEADER_READ_TIMEOUT", "2s"),
+            ("BRIDGE_MAX_BODY_BYTES", "65536"),
+            ("BRIDGE_MAX_CONNECTIONS", "2000"),
+            ("RUST_LOG", "info,chat_kafka_bridge::metrics=error"),
+        ],
+    )
+    .await;
     let dlq = format!("{topic}-dlq");
-    create_bridge_topics(&topic).await;
-    let app = APP_ID.to_string();
-    let mut bridge = Bridge::spawn(&[
-        ("BRIDGE_KAFKA_BROKERS", bootstrap()),
-        ("BRIDGE_KAFKA_TOPIC", &topic),
-        ("BRIDGE_KAFKA_GENERAL_TOPIC", &general_topic(&topic)),
-        ("BRIDGE_SDKAPPID", &app),
-        ("BRIDGE_CALLBACK_TOKEN", TOKEN),
-        ("BRIDGE_HEADER_READ_TIMEOUT", "2s"),
-        ("BRIDGE_MAX_BODY_BYTES", "65536"),
-        ("BRIDGE_MAX_CONNECTIONS", "2000"),
-        ("RUST_LOG", "info,chat_kafka_bridge::metrics=error"),
-    ]);
     let pid = bridge.child.id();
     let admin = bridge.admin.clone();
     assert_eventually!(
