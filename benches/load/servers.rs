@@ -215,9 +215,13 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
+        // A server that already exited (bare hyper, above) needs no signal.
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid().to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match self.child.try_wait() {

@@ -297,7 +297,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             if let Ok(pid) = std::fs::read_to_string(self.nodes[i].dir.join("broker.pid")) {
-                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+                // Already gone if a test killed it: nothing to say then.
+                let _ = Command::new("kill")
+                    .args(["-9", pid.trim()])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         std::thread::sleep(Duration::from_millis(300));
