@@ -593,10 +593,10 @@ impl Metrics {
         self.callback_accepted(family, Accepted::Counted);
     }
 
-    /// An event was built and handed to the acknowledgement mode. A
-    /// `callback` event (a command without a type of its own) is logged at
+    /// `n` events of one callback were handed to the acknowledgement mode.
+    /// `callback` events (a command without a type of its own) are logged at
     /// INFO the first time for each family.
-    pub fn event_published(&self, family: Family, command: &str, generic: bool) {
+    pub fn events_published(&self, family: Family, command: &str, generic: bool, n: usize) {
         if generic && !self.generic_seen[family as usize].swap(true, Ordering::Relaxed) {
             info!(
                 family = family.as_str(),
@@ -606,7 +606,7 @@ impl Metrics {
         }
         self.hot.events[family as usize]
             .get_or_init(|| self.events.with_label_values(&[family.as_str()]))
-            .inc();
+            .inc_by(n as u64);
     }
 
     /// An event was not published again: its id was published within the

@@ -155,7 +155,8 @@ pub async fn handle(
     // A user's action waits for a Before callback's answer: its audit event
     // is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
     let at_once = route::is_before(&query.command);
-    let mut published = 0;
+    let mut records = Vec::with_capacity(events.len());
+    let mut claimed = Vec::new();
     for (event, key) in events {
         if let Some(dedup) = &state.dedup {
             let outcome = dedup.claim(&event.id, Instant::now());
@@ -164,26 +165,28 @@ pub async fn handle(
                 state.metrics.event_duplicate(&event.command, &event.id);
                 continue;
             }
+            claimed.push(event.id.clone());
         }
-        let record = state
-            .publisher
-            .kafka
-            .event_record(&event, topic.clone(), key);
-        let accepted = if at_once {
-            state.publisher.accept_at_once(record).await
-        } else {
-            state.publisher.accept(record).await
-        };
-        if let Err(e) = accepted {
+        records.push(
+            state
+                .publisher
+                .kafka
+                .event_record(&event, topic.clone(), key),
+        );
+    }
+    let published = records.len();
+    if published > 0 {
+        if let Err(e) = state.publisher.accept_all(records, at_once).await {
             if let Some(dedup) = &state.dedup {
-                dedup.release(&event.id);
+                for id in &claimed {
+                    dedup.release(id);
+                }
             }
             return Err(Rejection::Accept(e));
         }
         state
             .metrics
-            .event_published(family, &event.command, typed.is_none());
-        published += 1;
+            .events_published(family, &query.command, typed.is_none(), published);
     }
     let outcome = if published > 0 {
         Accepted::Published

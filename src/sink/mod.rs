@@ -52,6 +52,64 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Returns once every record of one callback is as safe as the mode
+    /// promises (`at_once`: once queued, whatever the mode, for "Before"
+    /// callbacks). Several records (a batch's items) are spooled in one sync,
+    /// and in `delivered` mode wait for Kafka together, under one deadline,
+    /// so a batch is answered as soon as a single event would be.
+    pub async fn accept_all(
+        &self,
+        records: Vec<OutRecord>,
+        at_once: bool,
+    ) -> Result<(), AcceptError> {
+        if records.len() == 1 && !at_once {
+            let record = records.into_iter().next().expect("one record");
+            return self.accept(record).await;
+        }
+        match (self.mode, at_once) {
+            (AckMode::Enqueued, _) | (_, true) => {
+                for record in records {
+                    self.accept_at_once(record).await?;
+                }
+                Ok(())
+            }
+            (AckMode::Spooled, false) => self
+                .spool
+                .append_all(&records, SpoolCause::Accepted)
+                .await
+                .map_err(AcceptError::Spool),
+            (AckMode::Delivered, false) => {
+                // Every record sent is awaited (or spooled), even after an
+                // error, so that none is left to a waiter that is gone.
+                let mut first_error = None;
+                let mut waiting = Vec::with_capacity(records.len());
+                for record in records {
+                    let (tx, rx) = oneshot::channel();
+                    match self.kafka.send(&record, Origin::Live { waiter: Some(tx) }) {
+                        Ok(()) => waiting.push((record, rx)),
+                        Err(e) => {
+                            if let Err(e) = self.spill(&record, e).await {
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+                let deadline = tokio::time::Instant::now() + self.deadline;
+                for (record, rx) in waiting {
+                    let outcome = match tokio::time::timeout_at(deadline, rx).await {
+                        Ok(Ok(true)) => Ok(()),
+                        Ok(_) => self.spool(&record, SpoolCause::DeliveryFailed).await,
+                        Err(_) => self.spool(&record, SpoolCause::Deadline).await,
+                    };
+                    if let Err(e) = outcome {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                first_error.map_or(Ok(()), Err)
+            }
+        }
+    }
+
     /// Returns once `record` is as safe as the mode promises.
     pub async fn accept(&self, record: OutRecord) -> Result<(), AcceptError> {
         match self.mode {

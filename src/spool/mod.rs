@@ -250,6 +250,44 @@ impl Spool {
         result
     }
 
+    /// Appends `records` in order and returns once all are on disk: the
+    /// writer syncs them together (one batch of a callback, e.g. the items of
+    /// a `Push.OfflinePush`), rather than once each as sequential
+    /// [`Spool::append`]s would. On error, the records before the failing one
+    /// may be written.
+    pub async fn append_all(
+        &self,
+        records: &[OutRecord],
+        cause: SpoolCause,
+    ) -> Result<(), SpoolError> {
+        let soft_max = self.inner.max_bytes - self.inner.max_bytes / HEADROOM_DIVISOR;
+        let mut waits = Vec::with_capacity(records.len());
+        let mut first_error = None;
+        for record in records {
+            let (done, wait) = oneshot::channel();
+            let sent = match self.prepare(record, Some(done), soft_max) {
+                Ok(op) => self.inner.tx.send(op).await.map_err(|_| SpoolError::Closed),
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => waits.push(wait),
+                Err(e) => {
+                    first_error = Some(e);
+                    break;
+                }
+            }
+        }
+        for wait in waits {
+            match wait.await.unwrap_or(Err(SpoolError::Closed)) {
+                Ok(()) => self.inner.metrics.spooled(cause),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Appends an acknowledged record whose delivery failed, without waiting
     /// for the disk; for librdkafka's thread. May use the headroom. Blocks if
     /// the writer's queue is full.

@@ -252,3 +252,51 @@ mod concurrency {
         fs::remove_dir_all(&d).ok();
     }
 }
+
+/// A batch's records are written in order and synced together, not once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_all_keeps_order_and_shares_syncs() {
+    let d = dir("append-all");
+    let m = Arc::new(Metrics::new());
+    let spool = Spool::open(&d, 1 << 24, 1 << 20, m.clone()).expect("open");
+    let records: Vec<OutRecord> = (0..50).map(|i| record(i, 300)).collect();
+    spool
+        .append_all(&records, SpoolCause::Accepted)
+        .await
+        .expect("append_all");
+    let syncs = metric(&m, "chat_bridge_spool_syncs_total");
+    assert!(syncs < 10.0, "50 records took {syncs} syncs");
+    assert_eq!(
+        metric(&m, "chat_bridge_spool_appends_total{cause=\"accepted\"}"),
+        50.0
+    );
+    let mut cursor = spool.start();
+    let got: Vec<OutRecord> = read_all(&spool, &mut cursor)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(got, records);
+    tokio::task::block_in_place(|| spool.close());
+    let _ = fs::remove_dir_all(&d);
+}
+
+/// When the spool cannot take every record, the error comes back and what
+/// was written is counted, nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_all_reports_a_full_spool() {
+    let d = dir("append-all-full");
+    let m = Arc::new(Metrics::new());
+    let spool = Spool::open(&d, 64 * 1024, 16 * 1024, m.clone()).expect("open");
+    let records: Vec<OutRecord> = (0..100).map(|i| record(i, 1000)).collect();
+    let e = spool
+        .append_all(&records, SpoolCause::Accepted)
+        .await
+        .expect_err("100 KB do not fit in 56 KB");
+    assert!(matches!(e, SpoolError::Full), "{e}");
+    let written = metric(&m, "chat_bridge_spool_appends_total{cause=\"accepted\"}");
+    assert!(written > 0.0 && written < 100.0, "{written}");
+    let mut cursor = spool.start();
+    assert_eq!(read_all(&spool, &mut cursor).len() as f64, written);
+    tokio::task::block_in_place(|| spool.close());
+    let _ = fs::remove_dir_all(&d);
+}

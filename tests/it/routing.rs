@@ -376,3 +376,47 @@ async fn before_callbacks_do_not_wait_for_the_ack_mode() {
     assert_eq!(last.discarded, 0, "{last:?}");
     assert_eq!(last.spooled, 2, "{last:?}");
 }
+
+/// The items of a batch wait for Kafka together: in `delivered` mode with
+/// Kafka unreachable, a 20-item `Push.OfflinePush` is answered after one
+/// `BRIDGE_DELIVERY_TIMEOUT`, not twenty, inside Tencent's 2 s, with every
+/// item spooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waits_for_kafka_once_not_once_per_item() {
+    let topic = unique("batch-deadline");
+    let bridge = TestBridge::start_with(
+        "127.0.0.1:1",
+        &topic,
+        &format!("{topic}-dlq"),
+        &["--ack-mode", "delivered", "--delivery-timeout", "500ms"],
+    )
+    .await;
+    let items: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"CallbackCommand": "Push.OfflinePush", "EventTime": 1_732_770_000_000u64 + i,
+                "From_Account": "admin01", "To_Account": format!("user_{i}")})
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let status = send_as(&bridge, "Push.OfflinePush", json!({ "Events": items })).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_millis(1800),
+        "answered after {elapsed:?}"
+    );
+    assert_eq!(
+        bridge
+            .metric(r#"chat_bridge_spool_appends_total{cause="deadline"}"#)
+            .await,
+        20.0
+    );
+    assert_eq!(
+        bridge
+            .metric(r#"chat_bridge_events_total{family="push"}"#)
+            .await,
+        20.0
+    );
+    let last = bridge.stop().await;
+    assert_eq!(last.discarded, 0, "{last:?}");
+}
