@@ -1,4 +1,4 @@
-//! The callback endpoint: validate, normalize, enqueue, answer.
+//! The callback endpoint: validate, route, normalize, enqueue, answer.
 //!
 //! Order matters: the cheap checks (source, path, method, query, app,
 //! signature) run before the body is read, so an unauthenticated request
@@ -7,10 +7,14 @@
 //! the signature does not cover the body, so such a body under a valid
 //! signature is a replay with a forged body. An authenticated JSON body that
 //! does not have its command's shape is dead-lettered and still answered OK:
-//! Tencent would not retry it. When "OK" may be said is `BRIDGE_ACK_MODE`'s
-//! business ([`crate::sink::Publisher`]).
+//! Tencent would not retry it. The route ([`crate::route`]) decides the
+//! topic, the key and whether to publish at all; every command has one.
+//! When "OK" may be said is `BRIDGE_ACK_MODE`'s business
+//! ([`crate::sink::Publisher`]), except for "Before" callbacks, which are
+//! answered once queued.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,13 +25,13 @@ use hyper::body::Incoming;
 use super::State;
 use super::respond::Rejection;
 use crate::callback::{
-    self, BATCH_COMMANDS, BodyError, CallbackQuery, Family, OfficialAccountCommand,
+    self, BATCH_COMMANDS, BodyError, CallbackQuery, Envelope, Family, OfficialAccountCommand,
 };
 use crate::config::{App, Config};
 use crate::dedup::Claim;
 use crate::event::{self, BatchItem, DeadLetter, Event, Received};
 use crate::metrics::Accepted;
-use crate::route::{self, Action, Destination};
+use crate::route::{self, Action, Destination, Route};
 use crate::sink::now_ms;
 
 /// Handles one request on the callback port; `Ok` means "answer 200 OK".
@@ -77,7 +81,7 @@ pub async fn handle(
         });
     }
     let family = Family::of(&query.command);
-    let mut envelope = match callback::parse_body(&body) {
+    let envelope = match callback::parse_body(&body) {
         Ok(envelope) => envelope,
         Err(BodyError::NotJson(e)) => return Err(Rejection::BodyNotJson(e.to_string())),
         Err(e) => return dead_letter(state, app, family, &query, received_at_ms, e, body).await,
@@ -105,56 +109,84 @@ pub async fn handle(
         query: &query,
         received_at_ms,
     };
-
-    // One event, or one per item of a batch, each with its route's key.
-    let typed = OfficialAccountCommand::parse(&query.command);
-    let mut events: Vec<(Event, Option<String>)> = Vec::with_capacity(1);
-    if let Some(command) = typed {
-        let key = route.key_of(&envelope.fields);
-        match event::normalize(received, command, envelope) {
-            Ok(event) => events.push((event, key)),
-            Err(e) => {
-                return dead_letter(state, app, family, &query, received_at_ms, e, body).await;
-            }
+    let events = match events_of(route, received, envelope) {
+        Ok(events) => events,
+        Err(NoEvents::Invalid(e)) => {
+            return dead_letter(state, app, family, &query, received_at_ms, e, body).await;
         }
-    } else if BATCH_COMMANDS.contains(&query.command.as_str())
-        && let Some(batch) = callback::split_batch(&mut envelope)
-    {
-        let callback::Batch { items, rest } = match batch {
-            Ok(batch) => batch,
-            Err(e) => {
-                return dead_letter(state, app, family, &query, received_at_ms, e, body).await;
-            }
-        };
-        if items.is_empty() {
+        Err(NoEvents::EmptyBatch) => {
             state
                 .metrics
                 .callback_counted(family, &query.command, "empty_batch");
             return Ok((family, Accepted::Counted));
         }
+        Err(NoEvents::Refused(r)) => return Err(r),
+    };
+    let outcome = publish(state, family, &query.command, topic, events).await?;
+    state.metrics.callback_accepted(family, outcome);
+    Ok((family, outcome))
+}
+
+/// Why an authentic JSON callback made no event.
+enum NoEvents {
+    /// Its body does not have its command's shape: dead-letter it.
+    Invalid(BodyError),
+    /// A batch without items: count it.
+    EmptyBatch,
+    /// A batch item names another command: refuse it.
+    Refused(Rejection),
+}
+
+/// The callback's events, each with its route's key: one typed event for an
+/// Official Account command, one `callback` event per item of a batch, or
+/// one `callback` event with the whole body.
+fn events_of(
+    route: &Route,
+    received: Received<'_>,
+    mut envelope: Envelope,
+) -> Result<Vec<(Event, Option<String>)>, NoEvents> {
+    let command = received.query.command.as_str();
+    if let Some(typed) = OfficialAccountCommand::parse(command) {
+        let key = route.key_of(&envelope.fields);
+        let event = event::normalize(received, typed, envelope).map_err(NoEvents::Invalid)?;
+        return Ok(vec![(event, key)]);
+    }
+    if BATCH_COMMANDS.contains(&command)
+        && let Some(batch) = callback::split_batch(&mut envelope)
+    {
+        let callback::Batch { items, rest } = batch.map_err(NoEvents::Invalid)?;
+        if items.is_empty() {
+            return Err(NoEvents::EmptyBatch);
+        }
         for item in &items {
-            check_command(&query.command, item.command.as_deref())?;
+            check_command(command, item.command.as_deref()).map_err(NoEvents::Refused)?;
         }
         let size = u32::try_from(items.len()).unwrap_or(u32::MAX);
-        for (index, item) in (0..size).zip(items) {
-            let key = route.key_of(&item.fields);
-            let place = (BatchItem { index, size }, &rest);
-            events.push((
-                event::generic(received, &query.command, item, Some(place)),
-                key,
-            ));
-        }
-    } else {
-        let key = route.key_of(&envelope.fields);
-        events.push((
-            event::generic(received, &query.command, envelope, None),
-            key,
-        ));
+        return Ok((0..size)
+            .zip(items)
+            .map(|(index, item)| {
+                let key = route.key_of(&item.fields);
+                let place = (BatchItem { index, size }, &rest);
+                (event::generic(received, command, item, Some(place)), key)
+            })
+            .collect());
     }
+    let key = route.key_of(&envelope.fields);
+    Ok(vec![(
+        event::generic(received, command, envelope, None),
+        key,
+    )])
+}
 
-    // A user's action waits for a Before callback's answer: its audit event
-    // is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
-    let at_once = route::is_before(&query.command);
+/// Hands a callback's events to the acknowledgement mode, less those the
+/// de-duplication window has seen; `Ok` once they are as safe as it promises.
+async fn publish(
+    state: &State,
+    family: Family,
+    command: &str,
+    topic: Arc<str>,
+    events: Vec<(Event, Option<String>)>,
+) -> Result<Accepted, Rejection> {
     let mut records = Vec::with_capacity(events.len());
     let mut claimed = Vec::new();
     for (event, key) in events {
@@ -162,7 +194,7 @@ pub async fn handle(
             let outcome = dedup.claim(&event.id, Instant::now());
             state.metrics.dedup_claimed(&outcome);
             if outcome.claim == Claim::Duplicate {
-                state.metrics.event_duplicate(&event.command, &event.id);
+                state.metrics.event_duplicate(command, &event.id);
                 continue;
             }
             claimed.push(event.id.clone());
@@ -175,26 +207,25 @@ pub async fn handle(
         );
     }
     let published = records.len();
-    if published > 0 {
-        if let Err(e) = state.publisher.accept_all(records, at_once).await {
-            if let Some(dedup) = &state.dedup {
-                for id in &claimed {
-                    dedup.release(id);
-                }
-            }
-            return Err(Rejection::Accept(e));
-        }
-        state
-            .metrics
-            .events_published(family, &query.command, typed.is_none(), published);
+    if published == 0 {
+        return Ok(Accepted::Duplicate);
     }
-    let outcome = if published > 0 {
-        Accepted::Published
-    } else {
-        Accepted::Duplicate
-    };
-    state.metrics.callback_accepted(family, outcome);
-    Ok((family, outcome))
+    // A user's action waits for a Before callback's answer: its audit event
+    // is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
+    let at_once = route::is_before(command);
+    if let Err(e) = state.publisher.accept_all(records, at_once).await {
+        if let Some(dedup) = &state.dedup {
+            for id in &claimed {
+                dedup.release(id);
+            }
+        }
+        return Err(Rejection::Accept(e));
+    }
+    let generic = OfficialAccountCommand::parse(command).is_none();
+    state
+        .metrics
+        .events_published(family, command, generic, published);
+    Ok(Accepted::Published)
 }
 
 /// The body's own `CallbackCommand` (or a batch item's), when present, must

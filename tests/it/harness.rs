@@ -20,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::net::TcpListener;
@@ -500,7 +501,25 @@ pub fn consume_blocking(
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let msg = msg.expect("consume");
+        let msg = match msg {
+            Ok(msg) => msg,
+            // A broker of a cluster going away (the fault tests kill one) is
+            // reported and retried by librdkafka: keep reading.
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::BrokerTransportFailure
+                            | RDKafkaErrorCode::AllBrokersDown
+                            | RDKafkaErrorCode::NotLeaderForPartition
+                            | RDKafkaErrorCode::LeaderNotAvailable
+                    )
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => panic!("consume: {e:?}"),
+        };
         let headers = msg
             .headers()
             .map(|hs| {
