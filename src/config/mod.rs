@@ -718,6 +718,18 @@ impl Config {
                 },
             );
         }
+        // Events never go to a dead-letter topic, whichever app owns it.
+        for named in routes.named_topics() {
+            if let Some(app) = apps.values().find(|a| &*a.topics.dead_letter == named) {
+                return Err(bad(
+                    "routes",
+                    format!(
+                        "topic {named:?} is the dead-letter topic of app {}",
+                        app.sdk_app_id
+                    ),
+                ));
+            }
+        }
 
         Ok(Config {
             listen,

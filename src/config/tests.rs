@@ -123,6 +123,14 @@ fn bad_routes_and_topics_name_their_setting() {
         let e = load(&["--config", path.to_str().expect("utf-8")]).expect_err(text);
         assert_eq!(e.setting, setting, "{text}: {e}");
     }
+    let path = dir.join("route-to-app-dlq.toml");
+    std::fs::write(
+        &path,
+        "[[apps]]\nsdk_app_id = 3\ndlq_topic = \"three-dlq\"\n\n[[routes]]\ncommand = \"Group.*\"\ntopic = \"three-dlq\"\n",
+    )
+    .expect("write");
+    let e = load(&["--config", path.to_str().expect("utf-8")]).expect_err("a DLQ as a route");
+    assert_eq!(e.setting, "routes", "{e}");
     let e = load(&["--kafka-general-topic", "official-account-events-dlq"]).expect_err("clash");
     assert_eq!(e.setting, "BRIDGE_KAFKA_DLQ_TOPIC");
     let e = load(&["--publish-before", "yes"]).expect_err("not a bool");
