@@ -2,8 +2,9 @@
 //! published in the last window are remembered, and a callback whose event
 //! id is among them is answered OK and counted instead of published again.
 //!
-//! Bounded: at most `max_entries` ids (16 bytes each, plus a queue slot and
-//! a map slot, about 64 bytes in all). When the table is full, the oldest id
+//! Bounded: at most `max_entries` ids (16 bytes each, with its time in a
+//! hash-map slot and a queue slot: about 100 bytes in all, counting the
+//! tables' slack). When the table is full, the oldest id
 //! is forgotten before its window ends, which is counted
 //! (`chat_bridge_dedup_evicted_total`): the window is then shorter than
 //! configured. It is per process: replicas do not see each other's ids, and

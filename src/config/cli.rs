@@ -207,7 +207,7 @@ pub struct Cli {
     #[arg(long, env = "BRIDGE_DEDUP_WINDOW", value_name = "DURATION")]
     pub dedup_window: Option<String>,
 
-    /// Most event ids the de-duplication window remembers (about 64 bytes
+    /// Most event ids the de-duplication window remembers (about 100 bytes
     /// each); past it the oldest are forgotten early [default: 100000].
     #[arg(long, env = "BRIDGE_DEDUP_MAX_ENTRIES", value_name = "N")]
     pub dedup_max_entries: Option<String>,
