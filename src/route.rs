@@ -271,12 +271,6 @@ impl Default for Routes {
     }
 }
 
-/// `true` for Tencent's "Before" callbacks, which ask for a decision: names
-/// containing `CallbackBefore`, and `Sns.CallbackPrev…`.
-pub fn is_before(command: &str) -> bool {
-    command.contains("CallbackBefore") || command.starts_with("Sns.CallbackPrev")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,14 +421,5 @@ mod tests {
         assert_eq!(p.get(&fields(json!({"Info": {"To_Account": ""}}))), None);
         assert_eq!(p.get(&fields(json!({"Info": "x"}))), None);
         assert_eq!(p.get(&fields(json!({"Info": {"To_Account": ["a"]}}))), None);
-    }
-
-    #[test]
-    fn before_commands_are_recognized() {
-        assert!(is_before("Group.CallbackBeforeSendMsg"));
-        assert!(is_before("Sns.CallbackPrevFriendAdd"));
-        assert!(is_before("OfficialAccount.CallbackBeforeSendMsg"));
-        assert!(!is_before("Group.CallbackAfterSendMsg"));
-        assert!(!is_before("State.StateChange"));
     }
 }

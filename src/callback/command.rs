@@ -155,14 +155,13 @@ impl OfficialAccountCommand {
             Self::AfterMsgWithdraw => "OfficialAccount.CallbackAfterMsgWithDraw",
         }
     }
+}
 
-    /// "Before" callbacks ask for a decision; the bridge always answers "allow".
-    pub fn is_before(self) -> bool {
-        matches!(
-            self,
-            Self::BeforeCreate | Self::BeforeAddSubscriber | Self::BeforeSendMsg
-        )
-    }
+/// `true` for Tencent's "Before" callbacks, which ask for a decision (the
+/// bridge always answers "allow"): names containing `CallbackBefore`, and
+/// `Sns.CallbackPrev…`.
+pub fn is_before(command: &str) -> bool {
+    command.contains("CallbackBefore") || command.starts_with("Sns.CallbackPrev")
 }
 
 #[cfg(test)]
@@ -176,6 +175,27 @@ mod tests {
             assert_eq!(Family::of(c.as_str()), Family::OfficialAccount);
         }
         assert_eq!(OfficialAccountCommand::parse("OfficialAccount.Nope"), None);
+    }
+
+    #[test]
+    fn before_commands_are_recognized() {
+        assert!(is_before("Group.CallbackBeforeSendMsg"));
+        assert!(is_before("Sns.CallbackPrevFriendAdd"));
+        assert!(is_before("OfficialAccount.CallbackBeforeSendMsg"));
+        assert!(!is_before("Group.CallbackAfterSendMsg"));
+        assert!(!is_before("State.StateChange"));
+        let official: Vec<_> = OfficialAccountCommand::ALL
+            .into_iter()
+            .filter(|c| is_before(c.as_str()))
+            .collect();
+        assert_eq!(
+            official,
+            [
+                OfficialAccountCommand::BeforeCreate,
+                OfficialAccountCommand::BeforeAddSubscriber,
+                OfficialAccountCommand::BeforeSendMsg
+            ]
+        );
     }
 
     #[test]

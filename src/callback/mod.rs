@@ -15,6 +15,6 @@ pub use body::{
     MessageSend, MessageSent, MessageWithdrawn, OfficialAccountBody, Subscriber, Subscribers,
     WithdrawnMessage, json_depth_exceeds, parse_body, split_batch,
 };
-pub use command::{BATCH_COMMANDS, Family, OfficialAccountCommand};
+pub use command::{BATCH_COMMANDS, Family, OfficialAccountCommand, is_before};
 pub use query::{CallbackQuery, QueryError};
 pub use signature::{SignatureError, sign, verify, verify_any};

@@ -8,6 +8,8 @@
 mod normalize;
 #[cfg(test)]
 pub(crate) mod schema_check;
+#[cfg(test)]
+mod schema_tests;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::callback::{
     BodyError, CallbackQuery, Envelope, Family, OfficialAccountBody, OfficialAccountCommand,
-    Subscriber, WithdrawnMessage,
+    Subscriber, WithdrawnMessage, is_before,
 };
 
 /// What the bridge knows about a callback besides its body.
@@ -55,9 +55,8 @@ pub fn normalize(
     command: OfficialAccountCommand,
     envelope: Envelope,
 ) -> Result<Event, BodyError> {
-    let query = received.query;
-    let id = event_id(query.sdk_app_id, command.as_str(), &envelope);
-    let (event_time_ms, event_time_source) = event_time(&envelope, received.received_at_ms);
+    let id = event_id(received.query.sdk_app_id, command.as_str(), &envelope);
+    let time = event_time(&envelope, received.received_at_ms);
     let body = OfficialAccountBody::parse(command, envelope.fields)?;
 
     let (payload, official_account, operator_account, extra) = match body {
@@ -176,22 +175,18 @@ pub fn normalize(
         }
     };
 
-    Ok(Event {
-        version: SCHEMA_VERSION,
+    Ok(assemble(
+        received,
+        command.as_str(),
         id,
-        payload,
-        command: command.as_str().to_owned(),
-        before: command.is_before(),
-        sdk_app_id: query.sdk_app_id,
-        official_account,
-        operator_account,
-        event_time_ms,
-        event_time_source,
-        received_at_ms: received.received_at_ms,
-        client_ip: query.client_ip.clone(),
-        platform: query.platform.clone(),
-        extra,
-    })
+        time,
+        Mapped {
+            payload,
+            official_account,
+            operator_account,
+            extra,
+        },
+    ))
 }
 
 /// Turns an authenticated callback the bridge has no type for into a
@@ -204,31 +199,56 @@ pub fn generic(
     envelope: Envelope,
     batch: Option<(BatchItem, &Map<String, Value>)>,
 ) -> Event {
-    let query = received.query;
-    let id = event_id(query.sdk_app_id, command, &envelope);
-    let (event_time_ms, event_time_source) = event_time(&envelope, received.received_at_ms);
+    let id = event_id(received.query.sdk_app_id, command, &envelope);
+    let time = event_time(&envelope, received.received_at_ms);
     let text = |name: &str| envelope.fields.get(name)?.as_str().map(str::to_owned);
     let official_account = text("Official_Account");
     let operator_account = text("Operator_Account");
-    Event {
-        version: SCHEMA_VERSION,
-        id,
-        command: command.to_owned(),
-        before: crate::route::is_before(command),
-        sdk_app_id: query.sdk_app_id,
-        official_account,
-        operator_account,
-        event_time_ms,
-        event_time_source,
-        received_at_ms: received.received_at_ms,
-        client_ip: query.client_ip.clone(),
-        platform: query.platform.clone(),
-        extra: batch.map(|(_, rest)| rest.clone()).unwrap_or_default(),
+    let mapped = Mapped {
         payload: Payload::Callback(Callback {
             family: Family::of(command).as_str().to_owned(),
             body: envelope.fields,
             batch: batch.map(|(item, _)| item),
         }),
+        official_account,
+        operator_account,
+        extra: batch.map(|(_, rest)| rest.clone()).unwrap_or_default(),
+    };
+    assemble(received, command, id, time, mapped)
+}
+
+/// What a conversion took from the body.
+struct Mapped {
+    payload: Payload,
+    official_account: Option<String>,
+    operator_account: Option<String>,
+    extra: Map<String, Value>,
+}
+
+/// The event: what the body gave, and what every event takes from the query.
+fn assemble(
+    received: Received<'_>,
+    command: &str,
+    id: String,
+    (event_time_ms, event_time_source): (u64, TimeSource),
+    mapped: Mapped,
+) -> Event {
+    let query = received.query;
+    Event {
+        version: SCHEMA_VERSION,
+        id,
+        payload: mapped.payload,
+        command: command.to_owned(),
+        before: is_before(command),
+        sdk_app_id: query.sdk_app_id,
+        official_account: mapped.official_account,
+        operator_account: mapped.operator_account,
+        event_time_ms,
+        event_time_source,
+        received_at_ms: received.received_at_ms,
+        client_ip: query.client_ip.clone(),
+        platform: query.platform.clone(),
+        extra: mapped.extra,
     }
 }
 

@@ -29,9 +29,9 @@ use crate::callback::{
 };
 use crate::config::{App, Config};
 use crate::dedup::Claim;
-use crate::event::{self, BatchItem, DeadLetter, Event, Received};
+use crate::event::{self, BatchItem, DeadLetter, Event, Payload, Received};
 use crate::metrics::Accepted;
-use crate::route::{self, Action, Destination, Route};
+use crate::route::{Action, Destination, Route};
 use crate::sink::now_ms;
 
 /// Handles one request on the callback port; `Ok` means "answer 200 OK".
@@ -94,7 +94,7 @@ pub async fn handle(
             .callback_counted(family, &query.command, "route");
         return Ok((family, Accepted::Counted));
     }
-    if !config.publish_before && route::is_before(&query.command) {
+    if !config.publish_before && callback::is_before(&query.command) {
         state
             .metrics
             .callback_counted(family, &query.command, "before");
@@ -187,6 +187,15 @@ async fn publish(
     topic: Arc<str>,
     events: Vec<(Event, Option<String>)>,
 ) -> Result<Accepted, Rejection> {
+    // The events of one callback share its command: what one says of being
+    // a Before callback or a `callback` event holds for all of them.
+    let Some((first, _)) = events.first() else {
+        return Ok(Accepted::Duplicate);
+    };
+    // A user's action waits for a Before callback's answer: its audit event
+    // is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
+    let at_once = first.before;
+    let generic = matches!(first.payload, Payload::Callback(_));
     let mut records = Vec::with_capacity(events.len());
     let mut claimed = Vec::new();
     for (event, key) in events {
@@ -210,9 +219,6 @@ async fn publish(
     if published == 0 {
         return Ok(Accepted::Duplicate);
     }
-    // A user's action waits for a Before callback's answer: its audit event
-    // is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
-    let at_once = route::is_before(command);
     if let Err(e) = state.publisher.accept_all(records, at_once).await {
         if let Some(dedup) = &state.dedup {
             for id in &claimed {
@@ -221,7 +227,6 @@ async fn publish(
         }
         return Err(Rejection::Accept(e));
     }
-    let generic = OfficialAccountCommand::parse(command).is_none();
     state
         .metrics
         .events_published(family, command, generic, published);

@@ -62,10 +62,6 @@ impl Publisher {
         records: Vec<OutRecord>,
         at_once: bool,
     ) -> Result<(), AcceptError> {
-        if records.len() == 1 && !at_once {
-            let record = records.into_iter().next().expect("one record");
-            return self.accept(record).await;
-        }
         match (self.mode, at_once) {
             (AckMode::Enqueued, _) | (_, true) => {
                 for record in records {
@@ -73,63 +69,55 @@ impl Publisher {
                 }
                 Ok(())
             }
-            (AckMode::Spooled, false) => self
-                .spool
-                .append_all(&records, SpoolCause::Accepted)
-                .await
-                .map_err(AcceptError::Spool),
-            (AckMode::Delivered, false) => {
-                // Every record sent is awaited (or spooled), even after an
-                // error, so that none is left to a waiter that is gone.
-                let mut first_error = None;
-                let mut waiting = Vec::with_capacity(records.len());
-                for record in records {
-                    let (tx, rx) = oneshot::channel();
-                    match self.kafka.send(&record, Origin::Live { waiter: Some(tx) }) {
-                        Ok(()) => waiting.push((record, rx)),
-                        Err(e) => {
-                            if let Err(e) = self.spill(&record, e).await {
-                                first_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                }
-                let deadline = tokio::time::Instant::now() + self.deadline;
-                for (record, rx) in waiting {
-                    let outcome = match tokio::time::timeout_at(deadline, rx).await {
-                        Ok(Ok(true)) => Ok(()),
-                        Ok(_) => self.spool(&record, SpoolCause::DeliveryFailed).await,
-                        Err(_) => self.spool(&record, SpoolCause::Deadline).await,
-                    };
-                    if let Err(e) = outcome {
-                        first_error.get_or_insert(e);
-                    }
-                }
-                first_error.map_or(Ok(()), Err)
-            }
+            (AckMode::Spooled, false) => match records.as_slice() {
+                [one] => self.spool(one, SpoolCause::Accepted).await,
+                all => self
+                    .spool
+                    .append_all(all, SpoolCause::Accepted)
+                    .await
+                    .map_err(AcceptError::Spool),
+            },
+            (AckMode::Delivered, false) => self.deliver(records).await,
         }
     }
 
     /// Returns once `record` is as safe as the mode promises.
     pub async fn accept(&self, record: OutRecord) -> Result<(), AcceptError> {
-        match self.mode {
-            AckMode::Enqueued => self.accept_at_once(record).await,
-            AckMode::Spooled => self.spool(&record, SpoolCause::Accepted).await,
-            AckMode::Delivered => {
-                let (tx, rx) = oneshot::channel();
-                let waiter = Origin::Live { waiter: Some(tx) };
-                if let Err(e) = self.kafka.send(&record, waiter) {
-                    return self.spill(&record, e).await;
-                }
-                match tokio::time::timeout(self.deadline, rx).await {
-                    Ok(Ok(true)) => Ok(()),
-                    Ok(_) => self.spool(&record, SpoolCause::DeliveryFailed).await,
-                    // Still in the producer's queue too: if it is delivered
-                    // later, Kafka gets it twice, with the same id.
-                    Err(_) => self.spool(&record, SpoolCause::Deadline).await,
+        self.accept_all(vec![record], false).await
+    }
+
+    /// `delivered` mode: sends every record, then waits for Kafka's reports
+    /// under one deadline; what fails or is late is spooled. Every record sent
+    /// is awaited (or spooled), even after an error, so that none is left to a
+    /// waiter that is gone.
+    async fn deliver(&self, records: Vec<OutRecord>) -> Result<(), AcceptError> {
+        let mut first_error = None;
+        let mut waiting = Vec::with_capacity(records.len());
+        for record in records {
+            let (tx, rx) = oneshot::channel();
+            match self.kafka.send(&record, Origin::Live { waiter: Some(tx) }) {
+                Ok(()) => waiting.push((record, rx)),
+                Err(e) => {
+                    if let Err(e) = self.spill(&record, e).await {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
         }
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        for (record, rx) in waiting {
+            let outcome = match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(_) => self.spool(&record, SpoolCause::DeliveryFailed).await,
+                // Still in the producer's queue too: if it is delivered
+                // later, Kafka gets it twice, with the same id.
+                Err(_) => self.spool(&record, SpoolCause::Deadline).await,
+            };
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Returns once `record` is in the producer's queue (or, if the queue

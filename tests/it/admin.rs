@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{TestBridge, consume, fixture, get, now_secs, signed_url, unique};
+use crate::harness::{TestBridge, consume, fixture, get, now_secs, signed_url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics() {
@@ -102,8 +102,7 @@ async fn every_exported_metric_is_documented() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_without_kafka() {
     // Port 1 on loopback: nothing listens there.
-    let topic = unique("unreachable");
-    let bridge = TestBridge::start_with("127.0.0.1:1", &topic, &format!("{topic}-dlq"), &[]).await;
+    let bridge = TestBridge::without_kafka("unreachable", &[]).await;
     assert_eventually!(
         get(&format!("{}/healthz", bridge.admin)).await.0 == 200,
         Duration::from_secs(10),

@@ -30,33 +30,14 @@ use crate::kafka::resolve_maven;
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 const SCHEMA_PATH: &str = "deploy/schemas/event-v1.schema.json";
-const SCHEMA: &str = include_str!("../../deploy/schemas/event-v1.schema.json");
 const REQUIREMENTS: &str = include_str!("../contract/requirements.txt");
 const JAVA_POM: &str = include_str!("../contract/java/pom.xml");
 const JAVA_SOURCE: &str = include_str!("../contract/java/SameKeyPartitions.java");
 
-/// Every way `event` violates the event schema; empty when it matches.
-pub fn schema_violations(event: &Value) -> Vec<String> {
-    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
-    let validator = V.get_or_init(|| {
-        let schema: Value = serde_json::from_str(SCHEMA).expect("the schema is JSON");
-        jsonschema::draft202012::new(&schema).expect("the schema is valid draft 2020-12")
-    });
-    validator
-        .iter_errors(event)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
-}
-
-/// Panics, naming `what` and each violation, unless `event` matches the schema.
-pub fn assert_schema_valid(event: &Value, what: &str) {
-    let v = schema_violations(event);
-    assert!(
-        v.is_empty(),
-        "{what}: does not match {SCHEMA_PATH}:\n  {}\n{event}",
-        v.join("\n  ")
-    );
-}
+/// The library's own schema check, the same file its unit tests use.
+#[path = "../../src/event/schema_check.rs"]
+mod schema_check;
+pub use schema_check::assert_valid as assert_schema_valid;
 
 fn digest(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {

@@ -138,16 +138,24 @@ impl TestBridge {
     /// additional command-line flags.
     pub async fn start(extra: &[&str]) -> TestBridge {
         let topic = unique("events");
-        let dlq = format!("{topic}-dlq");
         create_bridge_topics(&topic).await;
-        let bridge = Self::start_with(bootstrap(), &topic, &dlq, extra).await;
+        let bridge = Self::start_with(bootstrap(), &topic, extra).await;
         bridge.wait_ready().await;
         bridge
     }
 
-    /// Starts a bridge against `brokers` without creating topics or waiting,
-    /// with a spool directory of its own.
-    pub async fn start_with(brokers: &str, topic: &str, dlq: &str, extra: &[&str]) -> TestBridge {
+    /// Starts a bridge with nothing listening where its Kafka should be
+    /// (port 1 on loopback): not ready, and every record it must deliver
+    /// fails. Topics are named after `name`.
+    pub async fn without_kafka(name: &str, extra: &[&str]) -> TestBridge {
+        Self::start_with("127.0.0.1:1", &unique(name), extra).await
+    }
+
+    /// Starts a bridge against `brokers` writing `topic` (and `{topic}-dlq`,
+    /// `{topic}-general`) without creating topics or waiting, with a spool
+    /// directory of its own.
+    pub async fn start_with(brokers: &str, topic: &str, extra: &[&str]) -> TestBridge {
+        let dlq = format!("{topic}-dlq");
         let app_id = APP_ID.to_string();
         let spool = spool_dir(&unique("spool"));
 
@@ -165,7 +173,7 @@ impl TestBridge {
             "--kafka-topic",
             topic,
             "--kafka-dlq-topic",
-            dlq,
+            &dlq,
             "--kafka-general-topic",
             &general,
             "--sdk-app-id",
@@ -201,7 +209,7 @@ impl TestBridge {
             admin: format!("http://{ad}"),
             topic: topic.to_owned(),
             general: general.clone(),
-            dlq: dlq.to_owned(),
+            dlq,
             stop: Some(stop),
             task: Some(task),
         }

@@ -292,11 +292,8 @@ async fn an_app_without_a_token_needs_no_signature() {
 /// and spooled, and nothing acknowledged is dropped, even at shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_spills_to_the_spool_and_a_full_spool_is_503() {
-    let topic = crate::harness::unique("unreachable");
-    let bridge = TestBridge::start_with(
-        "127.0.0.1:1",
-        &topic,
-        &format!("{topic}-dlq"),
+    let bridge = TestBridge::without_kafka(
+        "unreachable",
         &[
             "--kafka-property",
             "queue.buffering.max.messages=1",

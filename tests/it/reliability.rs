@@ -30,7 +30,7 @@ async fn cluster_with_topics(nodes: usize, name: &str) -> (Arc<Cluster>, String,
 
 /// A bridge on `brokers` writing `topic`, ready.
 async fn ready_bridge(brokers: &str, topic: &str, extra: &[&str]) -> TestBridge {
-    let bridge = TestBridge::start_with(brokers, topic, &format!("{topic}-dlq"), extra).await;
+    let bridge = TestBridge::start_with(brokers, topic, extra).await;
     bridge.wait_ready().await;
     bridge
 }
@@ -245,11 +245,10 @@ async fn fault_spool_fills_then_recovers_when_kafka_returns() {
     let spooled = TestBridge::start_with(
         &brokers,
         &topic,
-        &format!("{topic}-dlq"),
         &["--ack-mode", "spooled", "--spool-max-bytes", "131072"],
     )
     .await;
-    let enqueued = TestBridge::start_with(&brokers, &topic, &format!("{topic}-dlq"), &[]).await;
+    let enqueued = TestBridge::start_with(&brokers, &topic, &[]).await;
 
     let (spooled_admin, enqueued_admin) = (spooled.admin.clone(), enqueued.admin.clone());
     assert_eventually!(

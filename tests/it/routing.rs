@@ -338,11 +338,8 @@ async fn the_dedup_window_publishes_a_repeat_once() {
 /// producer's queue the Before one (spooled too once it fails, at shutdown).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_callbacks_do_not_wait_for_the_ack_mode() {
-    let topic = unique("before-at-once");
-    let bridge = TestBridge::start_with(
-        "127.0.0.1:1",
-        &topic,
-        &format!("{topic}-dlq"),
+    let bridge = TestBridge::without_kafka(
+        "before-at-once",
         &["--ack-mode", "delivered", "--delivery-timeout", "1500ms"],
     )
     .await;
@@ -383,11 +380,8 @@ async fn before_callbacks_do_not_wait_for_the_ack_mode() {
 /// item spooled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_waits_for_kafka_once_not_once_per_item() {
-    let topic = unique("batch-deadline");
-    let bridge = TestBridge::start_with(
-        "127.0.0.1:1",
-        &topic,
-        &format!("{topic}-dlq"),
+    let bridge = TestBridge::without_kafka(
+        "batch-deadline",
         &["--ack-mode", "delivered", "--delivery-timeout", "500ms"],
     )
     .await;
