@@ -24,6 +24,7 @@
 
 pub mod app;
 pub mod callback;
+pub mod clock;
 pub mod config;
 pub mod dedup;
 pub mod event;

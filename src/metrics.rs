@@ -715,7 +715,7 @@ impl Metrics {
         self.spool_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         let age = oldest_ts_ms.map_or(0.0, |ts| {
-            let now = crate::sink::now_ms() as f64;
+            let now = crate::clock::now_ms() as f64;
             ((now - ts as f64) / 1000.0).max(0.0)
         });
         self.spool_oldest_age.set(age);

@@ -27,12 +27,12 @@ use super::respond::Rejection;
 use crate::callback::{
     self, BATCH_COMMANDS, BodyError, CallbackQuery, Envelope, Family, OfficialAccountCommand,
 };
+use crate::clock::now_ms;
 use crate::config::{App, Config};
 use crate::dedup::Claim;
 use crate::event::{self, BatchItem, DeadLetter, Event, Payload, Received};
 use crate::metrics::Accepted;
 use crate::route::{Action, Destination, Route};
-use crate::sink::now_ms;
 
 /// Handles one request on the callback port; `Ok` means "answer 200 OK".
 pub async fn handle(

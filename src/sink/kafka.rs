@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::clock::rfc3339_ms;
+
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
@@ -516,27 +518,9 @@ fn instance_id() -> String {
     format!("{:016x}", h.finish())
 }
 
-/// `2024-11-28T05:40:00.123Z` for Unix milliseconds.
-pub fn rfc3339_ms(ms: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_has_millis_and_utc() {
-        assert_eq!(rfc3339_ms(1_732_770_000_125), "2024-11-28T05:00:00.125Z");
-    }
 
     #[test]
     fn delivery_errors_are_classified() {

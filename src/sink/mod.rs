@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 
 pub use embedded::EmbeddedKafka;
 pub use kafka::{
-    Delivery, ERROR_CLASSES, EnqueueError, KafkaSink, Origin, OutRecord, error_class, now_ms,
-    producer_defaults, rfc3339_ms, spool_discard_reason,
+    Delivery, ERROR_CLASSES, EnqueueError, KafkaSink, Origin, OutRecord, error_class,
+    producer_defaults, spool_discard_reason,
 };
 
 use crate::config::AckMode;
