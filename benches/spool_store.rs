@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chat_kafka_bridge::metrics::{Metrics, SpoolCause, Stream};
 use chat_kafka_bridge::sink::OutRecord;
-use chat_kafka_bridge::spool::{Spool, encode_frame};
+use chat_kafka_bridge::sink::spool::{Spool, encode_frame};
 use redb::{Database, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 

@@ -20,8 +20,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, DEMO_SDK_APP_ID, DEMO_TOKEN};
 use crate::http::{self, Health, State};
 use crate::metrics::{Metrics, Snapshot};
-use crate::sink::{EmbeddedKafka, KafkaSink, Publisher, forward};
-use crate::spool::Spool;
+use crate::sink::{EmbeddedKafka, KafkaSink, Publisher, Records, Spool, forward};
 
 /// How often readiness asks Kafka for the events topic's metadata.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -130,6 +129,7 @@ pub async fn run(
     )?);
     let publisher = Publisher {
         kafka: kafka.clone(),
+        records: Records::new(),
         spool: spool.clone(),
         mode: config.ack_mode,
         deadline: config.delivery_timeout,

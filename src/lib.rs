@@ -13,8 +13,8 @@
 //!   from callbacks; the only types written to Kafka.
 //! - [`sink`]: the acknowledgement modes, the Kafka producer (keys,
 //!   CloudEvents headers, delivery reports), the forwarder that replays the
-//!   spool, and the embedded broker for zero-config runs.
-//! - [`spool`]: the local durable queue for events Kafka has not confirmed.
+//!   spool, the local durable queue for records Kafka has not confirmed
+//!   ([`sink::spool`]), and the embedded broker for zero-config runs.
 //! - [`metrics`]: every metric, one method per thing that happens, each of
 //!   which logs and counts.
 //! - [`config`]: flags, environment and file, validated into plain data.
@@ -32,5 +32,4 @@ pub mod http;
 pub mod metrics;
 pub mod route;
 pub mod sink;
-pub mod spool;
 pub mod telemetry;

@@ -208,12 +208,7 @@ async fn publish(
             }
             claimed.push(event.id.clone());
         }
-        records.push(
-            state
-                .publisher
-                .kafka
-                .event_record(&event, topic.clone(), key),
-        );
+        records.push(state.publisher.records.event(&event, topic.clone(), key));
     }
     let published = records.len();
     if published == 0 {
@@ -286,8 +281,8 @@ async fn dead_letter(
     );
     let record = state
         .publisher
-        .kafka
-        .dead_letter_record(&dl, app.topics.dead_letter.clone());
+        .records
+        .dead_letter(&dl, app.topics.dead_letter.clone());
     state
         .publisher
         .accept(record)

@@ -12,7 +12,7 @@ use http_body_util::Full;
 
 use crate::callback::{QueryError, SignatureError};
 use crate::sink::AcceptError;
-use crate::spool::SpoolError;
+use crate::sink::SpoolError;
 
 /// The body Tencent expects for every handled callback ("allow" for Before ones).
 pub const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;

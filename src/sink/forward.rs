@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+use super::spool::Spool;
 use super::{EnqueueError, KafkaSink, Origin};
 use crate::metrics::Metrics;
-use crate::spool::Spool;
 
 /// Records the forwarder may have in the producer at once.
 const MAX_IN_FLIGHT: usize = 10_000;

@@ -7,10 +7,8 @@
 //! future per message. `send` never waits for the broker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use crate::clock::rfc3339_ms;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -22,10 +20,10 @@ use rdkafka::{ClientConfig, ClientContext, Message, Statistics};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::{debug, error, info, warn};
 
+use super::record::OutRecord;
+use super::spool::{Spool, SpoolError, Ticket};
 use crate::config::KafkaConfig;
-use crate::event::{DeadLetter, Event};
 use crate::metrics::{Metrics, SpoolCause, Stream};
-use crate::spool::{Spool, Ticket};
 
 /// Why a record could not be handed to the producer.
 #[derive(Debug)]
@@ -49,27 +47,6 @@ impl std::fmt::Display for EnqueueError {
 }
 
 impl std::error::Error for EnqueueError {}
-
-/// A Kafka record as the bridge builds it, independent of librdkafka: what
-/// is sent, spooled and replayed (byte for byte the same).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutRecord {
-    /// Events or dead letters (a metric label).
-    pub stream: Stream,
-    /// The topic. `None` only in records spooled by bridges before 0.2,
-    /// which go to the configured topic of their stream.
-    pub topic: Option<Arc<str>>,
-    /// The event or dead-letter id, for logs.
-    pub id: String,
-    /// Record key.
-    pub key: Option<String>,
-    /// Record headers.
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// Record value.
-    pub payload: Vec<u8>,
-    /// Record timestamp (receive time), Unix milliseconds.
-    pub timestamp_ms: i64,
-}
 
 /// Who is waiting for a record's delivery report.
 pub enum Origin {
@@ -151,11 +128,11 @@ impl BridgeContext {
 }
 
 /// Bounded reason for a record the spool refused.
-pub fn spool_discard_reason(e: &crate::spool::SpoolError) -> &'static str {
+pub fn spool_discard_reason(e: &SpoolError) -> &'static str {
     match e {
-        crate::spool::SpoolError::Full => "spool_full",
-        crate::spool::SpoolError::Io(_) => "spool_write_failed",
-        crate::spool::SpoolError::Closed => "spool_closed",
+        SpoolError::Full => "spool_full",
+        SpoolError::Io(_) => "spool_write_failed",
+        SpoolError::Closed => "spool_closed",
     }
 }
 
@@ -280,10 +257,6 @@ pub struct KafkaSink {
     /// Every topic readiness asks about.
     probe_topics: Vec<String>,
     metrics: Arc<Metrics>,
-    /// Identifies this process in the `bridge_instance` header.
-    instance: String,
-    /// Per-instance sequence for the `bridge_seq` header.
-    seq: AtomicU64,
 }
 
 /// The bridge's producer defaults; any of them can be overridden by a
@@ -341,86 +314,7 @@ impl KafkaSink {
             dlq_topic: config.dlq_topic.clone(),
             probe_topics,
             metrics,
-            instance: instance_id(),
-            seq: AtomicU64::new(0),
         })
-    }
-
-    fn bridge_headers(&self, headers: &mut Vec<(String, Vec<u8>)>) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        headers.push(("bridge_instance".into(), self.instance.as_bytes().to_vec()));
-        headers.push(("bridge_seq".into(), seq.to_string().into_bytes()));
-    }
-
-    /// The record for an event: its topic and key (the route's), CloudEvents
-    /// headers, the event as JSON.
-    pub fn event_record(&self, event: &Event, topic: Arc<str>, key: Option<String>) -> OutRecord {
-        let payload = serde_json::to_vec(event).expect("events always serialize");
-        let mut headers: Vec<(String, Vec<u8>)> = vec![
-            ("ce_specversion".into(), b"1.0".to_vec()),
-            ("ce_id".into(), event.id.as_bytes().to_vec()),
-            (
-                "ce_source".into(),
-                format!("/tencent-cloud-chat/apps/{}", event.sdk_app_id).into_bytes(),
-            ),
-            (
-                "ce_type".into(),
-                format!("com.tencentcloud.chat.{}", event.payload.type_name()).into_bytes(),
-            ),
-            (
-                "ce_time".into(),
-                rfc3339_ms(event.event_time_ms).into_bytes(),
-            ),
-            ("content-type".into(), b"application/json".to_vec()),
-        ];
-        if let Some(account) = &event.official_account {
-            headers.push(("ce_subject".into(), account.as_bytes().to_vec()));
-        }
-        self.bridge_headers(&mut headers);
-        OutRecord {
-            stream: Stream::Events,
-            topic: Some(topic),
-            id: event.id.clone(),
-            key,
-            headers,
-            payload,
-            timestamp_ms: i64::try_from(event.received_at_ms).unwrap_or(i64::MAX),
-        }
-    }
-
-    /// The record for a dead letter: the raw body, the reason in headers.
-    pub fn dead_letter_record(&self, dl: &DeadLetter, topic: Arc<str>) -> OutRecord {
-        let mut headers: Vec<(String, Vec<u8>)> = vec![
-            ("bridge_id".into(), dl.id.as_bytes().to_vec()),
-            ("bridge_reason".into(), dl.reason.as_bytes().to_vec()),
-            ("bridge_error".into(), dl.error.as_bytes().to_vec()),
-            (
-                "bridge_sdk_app_id".into(),
-                dl.sdk_app_id.to_string().into_bytes(),
-            ),
-            ("bridge_command".into(), dl.command.as_bytes().to_vec()),
-            (
-                "bridge_received_at_ms".into(),
-                dl.received_at_ms.to_string().into_bytes(),
-            ),
-            ("content-type".into(), b"application/octet-stream".to_vec()),
-        ];
-        if let Some(ip) = &dl.client_ip {
-            headers.push(("bridge_client_ip".into(), ip.as_bytes().to_vec()));
-        }
-        if let Some(p) = &dl.platform {
-            headers.push(("bridge_platform".into(), p.as_bytes().to_vec()));
-        }
-        self.bridge_headers(&mut headers);
-        OutRecord {
-            stream: Stream::DeadLetter,
-            topic: Some(topic),
-            id: dl.id.clone(),
-            key: None,
-            headers,
-            payload: dl.body.to_vec(),
-            timestamp_ms: i64::try_from(dl.received_at_ms).unwrap_or(i64::MAX),
-        }
     }
 
     /// Hands `record` to the producer's queue; never waits for the broker.
@@ -503,19 +397,6 @@ impl KafkaSink {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
     }
-}
-
-/// A short random id for this process (`bridge_instance` header).
-fn instance_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 mod embedded;
 pub mod forward;
 mod kafka;
+pub mod record;
+pub mod spool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +15,14 @@ use tokio::sync::oneshot;
 
 pub use embedded::EmbeddedKafka;
 pub use kafka::{
-    Delivery, ERROR_CLASSES, EnqueueError, KafkaSink, Origin, OutRecord, error_class,
-    producer_defaults, spool_discard_reason,
+    Delivery, ERROR_CLASSES, EnqueueError, KafkaSink, Origin, error_class, producer_defaults,
+    spool_discard_reason,
 };
+pub use record::{OutRecord, Records};
+pub use spool::{Spool, SpoolError};
 
 use crate::config::AckMode;
 use crate::metrics::SpoolCause;
-use crate::spool::{Spool, SpoolError};
 
 /// Why an accepted callback cannot be acknowledged.
 #[derive(Debug)]
@@ -43,6 +46,8 @@ impl std::fmt::Display for AcceptError {
 pub struct Publisher {
     /// The producer.
     pub kafka: Arc<KafkaSink>,
+    /// Builds the records.
+    pub records: Records,
     /// The spool.
     pub spool: Spool,
     /// The acknowledgement mode.

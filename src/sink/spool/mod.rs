@@ -34,7 +34,7 @@ use progress::Progress;
 use writer::{recover_segment, writer};
 
 use crate::metrics::{Metrics, SpoolCause};
-use crate::sink::OutRecord;
+use crate::sink::record::OutRecord;
 
 /// Why a record could not be spooled.
 #[derive(Debug, Clone, PartialEq, Eq)]

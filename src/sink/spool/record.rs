@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use crate::metrics::Stream;
-use crate::sink::OutRecord;
+use crate::sink::record::OutRecord;
 
 /// Bytes of frame header before each payload.
 pub const FRAME_HEADER: usize = 8;
