@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, DEMO_SDK_APP_ID, DEMO_TOKEN};
-use crate::http::{self, Health, State};
+use crate::health::Health;
+use crate::http::{self, State};
 use crate::metrics::{Metrics, Snapshot};
 use crate::sink::{EmbeddedKafka, KafkaSink, Publisher, Records, Spool, forward};
 
@@ -125,7 +126,7 @@ pub async fn run(
         config.max_body_bytes,
         metrics.clone(),
         spool.clone(),
-        health.shutting_down.clone(),
+        health.draining(),
     )?);
     let publisher = Publisher {
         kafka: kafka.clone(),
@@ -176,7 +177,7 @@ pub async fn run(
     let forwarder = tokio::spawn(forward::run(
         spool.clone(),
         kafka.clone(),
-        health.kafka.clone(),
+        health.kafka(),
         metrics.clone(),
         stopped(forward_stop_rx),
     ));
@@ -202,10 +203,11 @@ pub async fn run(
     // While Kafka is reachable, publish what the spool holds (on an emptyDir
     // it would be gone with the pod), keeping a second for the flush; what
     // is still there after that stays for the next start.
+    let kafka_reachable = health.kafka();
     let spool_deadline = began.get().copied().unwrap_or_else(Instant::now) + shutdown_timeout;
     let spool_drain_began = Instant::now();
     while spool.pending() > 0
-        && health.kafka.load(std::sync::atomic::Ordering::Acquire)
+        && kafka_reachable.get()
         && Instant::now() + Duration::from_secs(1) < spool_deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -222,7 +224,7 @@ pub async fn run(
     // The drain so far counts against the same shutdown timeout.
     let drained_for = began.get().map_or(Duration::ZERO, Instant::elapsed);
     let mut left = shutdown_timeout.saturating_sub(drained_for);
-    if !health.kafka.load(std::sync::atomic::Ordering::Acquire) {
+    if !kafka_reachable.get() {
         // Kafka is unreachable: waiting would only delay the restart. What
         // is queued goes to the spool now.
         left = left.min(Duration::from_secs(1));

@@ -18,6 +18,7 @@
 //! - [`metrics`]: every metric, one method per thing that happens, each of
 //!   which logs and counts.
 //! - [`config`]: flags, environment and file, validated into plain data.
+//! - [`health`]: readiness, with typed handles for who sets and who reads it.
 //! - [`app`]: wiring and the shutdown sequence; [`telemetry`]: log setup.
 //!
 //! See `ARCHITECTURE.md` for the invariants.
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod dedup;
 pub mod event;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod route;

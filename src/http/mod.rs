@@ -13,7 +13,6 @@ pub use tls::acceptor as tls_acceptor;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -23,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{AckMode, Config};
+use crate::config::Config;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::sink::Publisher;
 
@@ -39,84 +39,6 @@ pub struct State {
     pub publisher: Publisher,
     /// Readiness inputs.
     pub health: Arc<Health>,
-}
-
-/// Why `/readyz` says no.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotReady {
-    /// SIGTERM received; draining.
-    ShuttingDown,
-    /// `enqueued` mode: the producer has no metadata for the topics.
-    NoKafkaMetadata,
-    /// `spooled` mode: the spool is full. `delivered` mode: the spool is
-    /// full and Kafka is unreachable.
-    SpoolFull,
-}
-
-impl NotReady {
-    /// The `/readyz` body.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotReady::ShuttingDown => "not ready: shutting down\n",
-            NotReady::NoKafkaMetadata => {
-                "not ready: no Kafka metadata for the events and dead-letter topics yet\n"
-            }
-            NotReady::SpoolFull => "not ready: the spool is full and Kafka cannot take events\n",
-        }
-    }
-}
-
-/// Readiness inputs: can the bridge accept callbacks under its ack mode?
-#[derive(Debug)]
-pub struct Health {
-    mode: AckMode,
-    /// The latest Kafka probe (shared with the forwarder).
-    pub kafka: Arc<AtomicBool>,
-    spool_full: AtomicBool,
-    /// Set on shutdown (shared with the delivery callback).
-    pub shutting_down: Arc<AtomicBool>,
-}
-
-impl Health {
-    /// Not ready until the first probe succeeds.
-    pub fn new(mode: AckMode) -> Self {
-        Health {
-            mode,
-            kafka: Arc::new(AtomicBool::new(false)),
-            spool_full: AtomicBool::new(false),
-            shutting_down: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// `None` when ready.
-    pub fn not_ready_reason(&self) -> Option<NotReady> {
-        let kafka = self.kafka.load(Ordering::Acquire);
-        let spool_room = !self.spool_full.load(Ordering::Acquire);
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Some(NotReady::ShuttingDown);
-        }
-        match self.mode {
-            AckMode::Enqueued if !kafka => Some(NotReady::NoKafkaMetadata),
-            AckMode::Spooled if !spool_room => Some(NotReady::SpoolFull),
-            AckMode::Delivered if !kafka && !spool_room => Some(NotReady::SpoolFull),
-            AckMode::Enqueued | AckMode::Spooled | AckMode::Delivered => None,
-        }
-    }
-
-    /// Records the latest Kafka probe; returns the previous value.
-    pub fn set_kafka(&self, ok: bool) -> bool {
-        self.kafka.swap(ok, Ordering::AcqRel)
-    }
-
-    /// Records whether the spool can take another record.
-    pub fn set_spool_full(&self, full: bool) {
-        self.spool_full.store(full, Ordering::Release);
-    }
-
-    /// Marks the bridge as draining (irreversible).
-    pub fn set_shutting_down(&self) {
-        self.shutting_down.store(true, Ordering::Release);
-    }
 }
 
 /// Serves the callback port until `shutdown` resolves, then stops accepting

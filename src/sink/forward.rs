@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -12,6 +11,7 @@ use tracing::{info, warn};
 
 use super::spool::Spool;
 use super::{EnqueueError, KafkaSink, Origin};
+use crate::health::KafkaReachable;
 use crate::metrics::Metrics;
 
 /// Records the forwarder may have in the producer at once.
@@ -21,11 +21,12 @@ const BATCH: usize = 500;
 /// How often delivery progress is checkpointed: bounds what a crash replays.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// Runs until `stopped` resolves. `kafka_ok` is the readiness probe's view.
+/// Runs until `stopped` resolves, publishing while `kafka` (the readiness
+/// probe's view) says Kafka is reachable.
 pub async fn run(
     spool: Spool,
     sink: Arc<KafkaSink>,
-    kafka_ok: Arc<AtomicBool>,
+    kafka: KafkaReachable,
     metrics: Arc<Metrics>,
     stopped: impl Future<Output = ()>,
 ) {
@@ -41,7 +42,7 @@ pub async fn run(
             let _ = tokio::task::spawn_blocking(move || s.checkpoint()).await;
             checkpointed = std::time::Instant::now();
         }
-        if !kafka_ok.load(Ordering::Acquire) {
+        if !kafka.get() {
             tokio::select! {
                 () = &mut stopped => return,
                 () = tokio::time::sleep(Duration::from_millis(250)) => continue,

@@ -7,7 +7,6 @@
 //! future per message. `send` never waits for the broker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -23,6 +22,7 @@ use tracing::{debug, error, info, warn};
 use super::record::OutRecord;
 use super::spool::{Spool, SpoolError, Ticket};
 use crate::config::KafkaConfig;
+use crate::health::Draining;
 use crate::metrics::{Metrics, SpoolCause, Stream};
 
 /// Why a record could not be handed to the producer.
@@ -78,7 +78,7 @@ pub struct Delivery {
 struct BridgeContext {
     metrics: Arc<Metrics>,
     spool: Spool,
-    shutting_down: Arc<AtomicBool>,
+    draining: Draining,
 }
 
 impl BridgeContext {
@@ -105,7 +105,7 @@ impl BridgeContext {
             }
             Origin::Replay { ticket, permit } => {
                 drop(permit);
-                if self.shutting_down.load(Ordering::Acquire) {
+                if self.draining.get() {
                     // Still in its segment: replayed on the next start.
                     return;
                 }
@@ -291,7 +291,7 @@ impl KafkaSink {
         max_body_bytes: usize,
         metrics: Arc<Metrics>,
         spool: Spool,
-        shutting_down: Arc<AtomicBool>,
+        draining: Draining,
     ) -> anyhow::Result<Self> {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", bootstrap_servers);
@@ -305,7 +305,7 @@ impl KafkaSink {
             .create_with_context(BridgeContext {
                 metrics: metrics.clone(),
                 spool,
-                shutting_down,
+                draining,
             })
             .map_err(|e| anyhow::anyhow!("invalid Kafka producer configuration: {e}"))?;
         Ok(KafkaSink {
