@@ -10,8 +10,7 @@
 //! measured. Rendering a body is a few copies, so the client costs the same
 //! for the bridge and for bare hyper.
 
-use chat_kafka_bridge::callback::{OfficialAccountCommand, parse_body, sign};
-use chat_kafka_bridge::event::event_id;
+use chat_kafka_bridge::callback::{OfficialAccountCommand, event_id, parse_body, sign};
 use serde_json::{Value, json};
 
 /// App id every benchmarked bridge accepts.

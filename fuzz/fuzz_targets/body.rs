@@ -1,73 +1,76 @@
-//! Body parsing and normalization: never panics; the depth pre-scan keeps
-//! deep input from the parser; every event normalized from any body round-trips
-//! through its JSON, and every body field is either mapped or kept in `extra`;
-//! `callback` events (whole bodies and batch items) keep every field in `data.body`.
+//! Body parsing and translation, through the production functions
+//! (`callback::parse`, `callback::to_events`): never panics; the depth limit
+//! keeps deep input from the parser; every event made from any body
+//! round-trips through its JSON, and every body field is either mapped or
+//! kept in `extra`; `callback` events (whole bodies and batch items) keep
+//! every field in `data.body`.
 #![no_main]
 
-use chat_kafka_bridge::callback::{
-    CallbackQuery, OfficialAccountCommand, json_depth_exceeds, parse_body, split_batch,
-};
-use chat_kafka_bridge::event::{BatchItem, Event, Payload, Received, generic, normalize};
+use chat_kafka_bridge::callback::{OfficialAccountCommand, parse, to_events};
+use chat_kafka_bridge::event::{Event, Payload, Source};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if json_depth_exceeds(data, 32) {
-        return;
+fn source() -> Source {
+    Source {
+        sdk_app_id: 1_400_000_001,
+        client_ip: None,
+        platform: None,
+        received_at_ms: 1,
     }
-    let Ok(envelope) = parse_body(data) else {
-        return;
-    };
+}
+
+fn round_trips(event: &Event) {
+    let json = serde_json::to_vec(event).expect("events serialize");
+    let back: Event = serde_json::from_slice(&json).expect("events deserialize");
+    assert_eq!(&back, event);
+}
+
+fuzz_target!(|data: &[u8]| {
     for command in OfficialAccountCommand::ALL {
-        let query = CallbackQuery {
-            sdk_app_id: 1_400_000_001,
-            command: command.as_str().to_owned(),
-            ..CallbackQuery::default()
-        };
-        let received = Received {
-            query: &query,
-            received_at_ms: 1,
-        };
-        let Ok(event) = normalize(received, command, envelope.clone()) else {
+        let Ok(envelope) = parse(data, command.as_str(), 32) else {
             continue;
         };
-        let json = serde_json::to_vec(&event).expect("events serialize");
-        let back: Event = serde_json::from_slice(&json).expect("events deserialize");
-        assert_eq!(back, event);
+        let fields = envelope.fields.clone();
+        let Ok(events) = to_events(&source(), command.as_str(), envelope, &[]) else {
+            continue;
+        };
+        assert_eq!(events.len(), 1);
+        let event = &events[0].event;
+        round_trips(event);
         // Unmapped fields survive unchanged.
         for (k, v) in &event.extra {
-            assert_eq!(envelope.fields.get(k), Some(v), "{k}");
+            assert_eq!(fields.get(k), Some(v), "{k}");
         }
     }
 
     // Any other command: a `callback` event with the body, or one per batch item.
-    let query = CallbackQuery {
-        sdk_app_id: 1_400_000_001,
-        command: "Push.OfflinePush".to_owned(),
-        ..CallbackQuery::default()
-    };
-    let received = Received {
-        query: &query,
-        received_at_ms: 1,
-    };
-    let mut outer = envelope.clone();
-    let cases = match split_batch(&mut outer) {
-        Some(Ok(batch)) => batch
-            .items
-            .into_iter()
-            .map(|item| (item, Some(batch.rest.clone())))
-            .collect(),
-        Some(Err(_)) => Vec::new(),
-        None => vec![(envelope, None)],
-    };
-    for (item, rest) in cases {
-        let place = rest.as_ref().map(|r| (BatchItem { index: 0, size: 1 }, r));
-        let event = generic(received, &query.command, item.clone(), place);
-        let json = serde_json::to_vec(&event).expect("events serialize");
-        let back: Event = serde_json::from_slice(&json).expect("events deserialize");
-        assert_eq!(back, event);
-        let Payload::Callback(data) = &event.payload else {
-            panic!("not a callback event");
+    for command in ["Push.OfflinePush", "Group.CallbackAfterSendMsg"] {
+        let Ok(envelope) = parse(data, command, 32) else {
+            continue;
         };
-        assert_eq!(data.body, item.fields);
+        let whole = envelope.clone();
+        let Ok(events) = to_events(&source(), command, envelope, &[]) else {
+            continue;
+        };
+        let items: Vec<_> = match whole.fields.get("Events").and_then(|e| e.as_array()) {
+            Some(items) if command == "Push.OfflinePush" => items
+                .iter()
+                .map(|item| {
+                    let mut fields = item.as_object().expect("items are objects").clone();
+                    fields.remove("CallbackCommand");
+                    fields.remove("EventTime");
+                    fields
+                })
+                .collect(),
+            _ => vec![whole.fields.clone()],
+        };
+        assert_eq!(events.len(), items.len());
+        for (keyed, fields) in events.iter().zip(items) {
+            round_trips(&keyed.event);
+            let Payload::Callback(data) = &keyed.event.payload else {
+                panic!("not a callback event");
+            };
+            assert_eq!(data.body, fields);
+        }
     }
 });

@@ -1,14 +1,17 @@
 //! Tencent Cloud Chat's wire protocol: the query string, the signature and
 //! the callback bodies, exactly as Tencent spells them.
 //!
-//! Nothing in this module knows about Kafka or about our event schema: it
-//! turns bytes into typed, validated callbacks and says precisely what is
-//! wrong when it cannot.
+//! Nothing in this module knows about Kafka or HTTP. It turns bytes into
+//! typed, validated callbacks, says precisely what is wrong when it cannot,
+//! and translates them, by hand, into our events ([`to_events`]): the side
+//! that knows the wire converts, so [`crate::event`] imports nothing.
 
 mod body;
 mod command;
+mod field;
 mod query;
 mod signature;
+mod to_event;
 
 pub use body::{
     AccountCreation, AccountFull, Batch, BodyError, Envelope, InfoChanged, MAX_BATCH_ITEMS,
@@ -16,5 +19,7 @@ pub use body::{
     WithdrawnMessage, json_depth_exceeds, parse_body, split_batch,
 };
 pub use command::{BATCH_COMMANDS, Family, OfficialAccountCommand, is_before};
+pub use field::FieldPath;
 pub use query::{CallbackQuery, QueryError};
 pub use signature::{SignatureError, sign, verify, verify_any};
+pub use to_event::{Keyed, NoEvents, Unparsed, dead_letter, event_id, parse, source, to_events};

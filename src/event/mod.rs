@@ -1,11 +1,11 @@
 //! Our versioned event schema: what other services read from Kafka.
 //!
 //! These types are our contract, not Tencent's: field names are ours, units
-//! are explicit (`_ms`), and the conversion from the wire types in
-//! [`crate::callback`] is written by hand in [`normalize`]. Documented in
-//! `docs/events.md`; compatibility rules are there too.
+//! are explicit (`_ms`), and the conversion from Tencent's wire types is
+//! written by hand in `callback/to_event.rs`. This module imports nothing
+//! from the rest of the crate, so a consumer could depend on it alone.
+//! Documented in `docs/events.md`; compatibility rules are there too.
 
-mod normalize;
 #[cfg(test)]
 pub(crate) mod schema_check;
 #[cfg(test)]
@@ -13,8 +13,6 @@ mod schema_tests;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-pub use normalize::{Received, event_id, generic, normalize};
 
 /// The `version` of every event this bridge writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -218,6 +216,20 @@ pub struct BatchItem {
     pub size: u32,
 }
 
+/// Where and when a callback came from: what every event takes from its
+/// request besides the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The app (`SdkAppid`).
+    pub sdk_app_id: u64,
+    /// `ClientIP` from the query, when present.
+    pub client_ip: Option<String>,
+    /// `OptPlatform` from the query, when present.
+    pub platform: Option<String>,
+    /// When the bridge received the callback, Unix milliseconds.
+    pub received_at_ms: u64,
+}
+
 /// An authentic callback whose body could not be normalized, published raw
 /// to the dead-letter topic with the reason in headers (see `docs/events.md`).
 #[derive(Debug, Clone, PartialEq)]
@@ -228,49 +240,12 @@ pub struct DeadLetter {
     pub reason: &'static str,
     /// Human-readable detail.
     pub error: String,
-    /// The app the callback came from.
-    pub sdk_app_id: u64,
     /// The query's `CallbackCommand`.
     pub command: String,
-    /// When the bridge received the callback, Unix milliseconds.
-    pub received_at_ms: u64,
-    /// `ClientIP` from the query, when present.
-    pub client_ip: Option<String>,
-    /// `OptPlatform` from the query, when present.
-    pub platform: Option<String>,
+    /// Where and when it came from.
+    pub source: Source,
     /// The body exactly as received.
     pub body: bytes::Bytes,
-}
-
-impl DeadLetter {
-    /// Builds the dead letter for `body`, deriving its id from the content.
-    pub fn new(
-        query: &crate::callback::CallbackQuery,
-        received_at_ms: u64,
-        reason: &'static str,
-        error: String,
-        body: bytes::Bytes,
-    ) -> Self {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        h.update(b"chat-kafka-bridge/dlq/v1\0");
-        h.update(query.sdk_app_id.to_string().as_bytes());
-        h.update(b"\0");
-        h.update(query.command.as_bytes());
-        h.update(b"\0");
-        h.update(&body);
-        DeadLetter {
-            id: hex::encode(&h.finalize()[..16]),
-            reason,
-            error,
-            sdk_app_id: query.sdk_app_id,
-            command: query.command.clone(),
-            received_at_ms,
-            client_ip: query.client_ip.clone(),
-            platform: query.platform.clone(),
-            body,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -18,10 +18,10 @@ fn subscribed() -> Value {
     })
 }
 
-/// The stored snapshots (`src/event/snapshots/`) are events too.
+/// The stored snapshots (`src/callback/snapshots/`) are events too.
 #[test]
 fn every_snapshot_matches_the_schema() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/event/snapshots");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/callback/snapshots");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).expect("snapshot dir") {
         let path = entry.expect("dir entry").path();

@@ -24,15 +24,13 @@ use hyper::body::Incoming;
 
 use super::State;
 use super::respond::Rejection;
-use crate::callback::{
-    self, BATCH_COMMANDS, BodyError, CallbackQuery, Envelope, Family, OfficialAccountCommand,
-};
+use crate::callback::{self, BodyError, CallbackQuery, Family, Keyed, NoEvents, Unparsed};
 use crate::clock::now_ms;
 use crate::config::{App, Config};
 use crate::dedup::Claim;
-use crate::event::{self, BatchItem, DeadLetter, Event, Payload, Received};
+use crate::event::{Payload, Source};
 use crate::metrics::Accepted;
-use crate::route::{Action, Destination, Route};
+use crate::route::{Action, Destination};
 
 /// Handles one request on the callback port; `Ok` means "answer 200 OK".
 pub async fn handle(
@@ -75,18 +73,23 @@ pub async fn handle(
     }
 
     let body = read_body(req, config).await?;
-    if callback::json_depth_exceeds(&body, config.max_json_depth) {
-        return Err(Rejection::BodyTooDeep {
-            limit: config.max_json_depth,
-        });
-    }
     let family = Family::of(&query.command);
-    let envelope = match callback::parse_body(&body) {
+    let source = callback::source(&query, received_at_ms);
+    let envelope = match callback::parse(&body, &query.command, config.max_json_depth) {
         Ok(envelope) => envelope,
-        Err(BodyError::NotJson(e)) => return Err(Rejection::BodyNotJson(e.to_string())),
-        Err(e) => return dead_letter(state, app, family, &query, received_at_ms, e, body).await,
+        Err(Unparsed::TooDeep) => {
+            return Err(Rejection::BodyTooDeep {
+                limit: config.max_json_depth,
+            });
+        }
+        Err(Unparsed::NotJson(e)) => return Err(Rejection::BodyNotJson(e.to_string())),
+        Err(Unparsed::CommandMismatch { query, body }) => {
+            return Err(Rejection::CommandMismatch { query, body });
+        }
+        Err(Unparsed::Invalid(e)) => {
+            return dead_letter(state, app, family, &query, &source, e, body).await;
+        }
     };
-    check_command(&query.command, envelope.command.as_deref())?;
     let route = config.routes.find(&query.command);
     if route.action == Action::Count {
         state
@@ -105,14 +108,10 @@ pub async fn handle(
         Destination::General => app.topics.general.clone(),
         Destination::Topic(t) => t.clone(),
     };
-    let received = Received {
-        query: &query,
-        received_at_ms,
-    };
-    let events = match events_of(route, received, envelope) {
+    let events = match callback::to_events(&source, &query.command, envelope, &route.key) {
         Ok(events) => events,
         Err(NoEvents::Invalid(e)) => {
-            return dead_letter(state, app, family, &query, received_at_ms, e, body).await;
+            return dead_letter(state, app, family, &query, &source, e, body).await;
         }
         Err(NoEvents::EmptyBatch) => {
             state
@@ -120,62 +119,13 @@ pub async fn handle(
                 .callback_counted(family, &query.command, "empty_batch");
             return Ok((family, Accepted::Counted));
         }
-        Err(NoEvents::Refused(r)) => return Err(r),
+        Err(NoEvents::CommandMismatch { query, body }) => {
+            return Err(Rejection::CommandMismatch { query, body });
+        }
     };
     let outcome = publish(state, family, &query.command, topic, events).await?;
     state.metrics.callback_accepted(family, outcome);
     Ok((family, outcome))
-}
-
-/// Why an authentic JSON callback made no event.
-enum NoEvents {
-    /// Its body does not have its command's shape: dead-letter it.
-    Invalid(BodyError),
-    /// A batch without items: count it.
-    EmptyBatch,
-    /// A batch item names another command: refuse it.
-    Refused(Rejection),
-}
-
-/// The callback's events, each with its route's key: one typed event for an
-/// Official Account command, one `callback` event per item of a batch, or
-/// one `callback` event with the whole body.
-fn events_of(
-    route: &Route,
-    received: Received<'_>,
-    mut envelope: Envelope,
-) -> Result<Vec<(Event, Option<String>)>, NoEvents> {
-    let command = received.query.command.as_str();
-    if let Some(typed) = OfficialAccountCommand::parse(command) {
-        let key = route.key_of(&envelope.fields);
-        let event = event::normalize(received, typed, envelope).map_err(NoEvents::Invalid)?;
-        return Ok(vec![(event, key)]);
-    }
-    if BATCH_COMMANDS.contains(&command)
-        && let Some(batch) = callback::split_batch(&mut envelope)
-    {
-        let callback::Batch { items, rest } = batch.map_err(NoEvents::Invalid)?;
-        if items.is_empty() {
-            return Err(NoEvents::EmptyBatch);
-        }
-        for item in &items {
-            check_command(command, item.command.as_deref()).map_err(NoEvents::Refused)?;
-        }
-        let size = u32::try_from(items.len()).unwrap_or(u32::MAX);
-        return Ok((0..size)
-            .zip(items)
-            .map(|(index, item)| {
-                let key = route.key_of(&item.fields);
-                let place = (BatchItem { index, size }, &rest);
-                (event::generic(received, command, item, Some(place)), key)
-            })
-            .collect());
-    }
-    let key = route.key_of(&envelope.fields);
-    Ok(vec![(
-        event::generic(received, command, envelope, None),
-        key,
-    )])
 }
 
 /// Hands a callback's events to the acknowledgement mode, less those the
@@ -185,11 +135,11 @@ async fn publish(
     family: Family,
     command: &str,
     topic: Arc<str>,
-    events: Vec<(Event, Option<String>)>,
+    events: Vec<Keyed>,
 ) -> Result<Accepted, Rejection> {
     // The events of one callback share its command: what one says of being
     // a Before callback or a `callback` event holds for all of them.
-    let Some((first, _)) = events.first() else {
+    let Some(Keyed { event: first, .. }) = events.first() else {
         return Ok(Accepted::Duplicate);
     };
     // A user's action waits for a Before callback's answer: its audit event
@@ -198,7 +148,7 @@ async fn publish(
     let generic = matches!(first.payload, Payload::Callback(_));
     let mut records = Vec::with_capacity(events.len());
     let mut claimed = Vec::new();
-    for (event, key) in events {
+    for Keyed { event, key } in events {
         if let Some(dedup) = &state.dedup {
             let outcome = dedup.claim(&event.id, Instant::now());
             state.metrics.dedup_claimed(&outcome);
@@ -226,18 +176,6 @@ async fn publish(
         .metrics
         .events_published(family, command, generic, published);
     Ok(Accepted::Published)
-}
-
-/// The body's own `CallbackCommand` (or a batch item's), when present, must
-/// be the query's.
-fn check_command(query: &str, body: Option<&str>) -> Result<(), Rejection> {
-    match body {
-        Some(in_body) if in_body != query => Err(Rejection::CommandMismatch {
-            query: query.to_owned(),
-            body: in_body.to_owned(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// The client's address: the socket's peer, or, when configured and the
@@ -268,17 +206,11 @@ async fn dead_letter(
     app: &App,
     family: Family,
     query: &CallbackQuery,
-    received_at_ms: u64,
+    source: &Source,
     error: BodyError,
     body: Bytes,
 ) -> Result<(Family, Accepted), Rejection> {
-    let dl = DeadLetter::new(
-        query,
-        received_at_ms,
-        error.as_str(),
-        error.to_string(),
-        body,
-    );
+    let dl = callback::dead_letter(source, &query.command, &error, body);
     let record = state
         .publisher
         .records

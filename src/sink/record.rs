@@ -106,19 +106,19 @@ impl Records {
             ("bridge_error".into(), dl.error.as_bytes().to_vec()),
             (
                 "bridge_sdk_app_id".into(),
-                dl.sdk_app_id.to_string().into_bytes(),
+                dl.source.sdk_app_id.to_string().into_bytes(),
             ),
             ("bridge_command".into(), dl.command.as_bytes().to_vec()),
             (
                 "bridge_received_at_ms".into(),
-                dl.received_at_ms.to_string().into_bytes(),
+                dl.source.received_at_ms.to_string().into_bytes(),
             ),
             ("content-type".into(), b"application/octet-stream".to_vec()),
         ];
-        if let Some(ip) = &dl.client_ip {
+        if let Some(ip) = &dl.source.client_ip {
             headers.push(("bridge_client_ip".into(), ip.as_bytes().to_vec()));
         }
-        if let Some(p) = &dl.platform {
+        if let Some(p) = &dl.source.platform {
             headers.push(("bridge_platform".into(), p.as_bytes().to_vec()));
         }
         self.bridge_headers(&mut headers);
@@ -129,7 +129,7 @@ impl Records {
             key: None,
             headers,
             payload: dl.body.to_vec(),
-            timestamp_ms: i64::try_from(dl.received_at_ms).unwrap_or(i64::MAX),
+            timestamp_ms: i64::try_from(dl.source.received_at_ms).unwrap_or(i64::MAX),
         }
     }
 }

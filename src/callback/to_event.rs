@@ -1,24 +1,171 @@
-//! Callback → event, by hand: the one place that knows both spellings.
+//! Callback → events, by hand: the one place that knows both Tencent's
+//! spelling ([`super`]) and ours ([`crate::event`]).
+//!
+//! [`parse`] checks a body the way Tencent sends it (depth, JSON, the
+//! command it names); [`to_events`] turns it into its events: one typed
+//! event for an Official Account command, one `callback` event per item of
+//! a batch, or one `callback` event keeping the whole body. [`dead_letter`]
+//! wraps an authentic body that has no events.
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    BatchItem, Callback, Empty, Event, InfoChanged, Lifecycle, Message, Payload, ProfileChanges,
-    SCHEMA_VERSION, SubscriberList, TimeSource, Withdrawn,
+    BATCH_COMMANDS, BodyError, CallbackQuery, Envelope, Family, FieldPath, OfficialAccountBody,
+    OfficialAccountCommand, Subscriber, WithdrawnMessage, is_before, json_depth_exceeds,
+    parse_body, split_batch,
 };
-use crate::callback::{
-    BodyError, CallbackQuery, Envelope, Family, OfficialAccountBody, OfficialAccountCommand,
-    Subscriber, WithdrawnMessage, is_before,
+use crate::event::{
+    BatchItem, Callback, DeadLetter, Empty, Event, InfoChanged, Lifecycle, Message, Payload,
+    ProfileChanges, SCHEMA_VERSION, Source, SubscriberList, TimeSource, Withdrawn,
 };
 
-/// What the bridge knows about a callback besides its body.
-#[derive(Debug, Clone, Copy)]
-pub struct Received<'a> {
-    /// The authenticated query string.
-    pub query: &'a CallbackQuery,
-    /// Receive time, Unix milliseconds.
-    pub received_at_ms: u64,
+/// Where an authenticated callback came from, as our events describe it.
+pub fn source(query: &CallbackQuery, received_at_ms: u64) -> Source {
+    Source {
+        sdk_app_id: query.sdk_app_id,
+        client_ip: query.client_ip.clone(),
+        platform: query.platform.clone(),
+        received_at_ms,
+    }
+}
+
+/// Why a body is refused or has no events.
+#[derive(Debug)]
+pub enum Unparsed {
+    /// It nests deeper than the limit (checked before parsing).
+    TooDeep,
+    /// It is not UTF-8 JSON.
+    NotJson(serde_json::Error),
+    /// It is JSON, but not the shape of a callback: dead-letter it.
+    Invalid(BodyError),
+    /// It, or an item of its batch, names another `CallbackCommand` than the query.
+    CommandMismatch {
+        /// The query's.
+        query: String,
+        /// The body's.
+        body: String,
+    },
+}
+
+/// Parses an authenticated body: nesting at most `max_depth`, JSON, an
+/// object, naming `command` (the query's) if it names one.
+pub fn parse(bytes: &[u8], command: &str, max_depth: usize) -> Result<Envelope, Unparsed> {
+    if json_depth_exceeds(bytes, max_depth) {
+        return Err(Unparsed::TooDeep);
+    }
+    let envelope = match parse_body(bytes) {
+        Ok(envelope) => envelope,
+        Err(BodyError::NotJson(e)) => return Err(Unparsed::NotJson(e)),
+        Err(e) => return Err(Unparsed::Invalid(e)),
+    };
+    check_command(command, envelope.command.as_deref())?;
+    Ok(envelope)
+}
+
+/// An event and its record key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keyed {
+    /// The event.
+    pub event: Event,
+    /// The first of the route's key fields present in its body, if any.
+    pub key: Option<String>,
+}
+
+/// Why an authentic callback has no events.
+#[derive(Debug)]
+pub enum NoEvents {
+    /// Its body does not have its command's shape: dead-letter it.
+    Invalid(BodyError),
+    /// A batch without items: count it.
+    EmptyBatch,
+    /// A batch item names another command: refuse it.
+    CommandMismatch {
+        /// The query's.
+        query: String,
+        /// The item's.
+        body: String,
+    },
+}
+
+/// The events of an authenticated callback of `command` (the query's),
+/// each keyed by the first of `key` present in its body: one typed event
+/// for an Official Account command, one `callback` event per item of a
+/// batch, or one `callback` event with the whole body.
+pub fn to_events(
+    source: &Source,
+    command: &str,
+    mut envelope: Envelope,
+    key: &[FieldPath],
+) -> Result<Vec<Keyed>, NoEvents> {
+    let key_of = |fields: &Map<String, Value>| key.iter().find_map(|p| p.get(fields));
+    if let Some(typed) = OfficialAccountCommand::parse(command) {
+        let key = key_of(&envelope.fields);
+        let event = normalize(source, typed, envelope).map_err(NoEvents::Invalid)?;
+        return Ok(vec![Keyed { event, key }]);
+    }
+    if BATCH_COMMANDS.contains(&command)
+        && let Some(batch) = split_batch(&mut envelope)
+    {
+        let super::Batch { items, rest } = batch.map_err(NoEvents::Invalid)?;
+        if items.is_empty() {
+            return Err(NoEvents::EmptyBatch);
+        }
+        for item in &items {
+            if let Err(Unparsed::CommandMismatch { query, body }) =
+                check_command(command, item.command.as_deref())
+            {
+                return Err(NoEvents::CommandMismatch { query, body });
+            }
+        }
+        let size = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        return Ok((0..size)
+            .zip(items)
+            .map(|(index, item)| {
+                let key = key_of(&item.fields);
+                let place = (BatchItem { index, size }, &rest);
+                let event = generic(source, command, item, Some(place));
+                Keyed { event, key }
+            })
+            .collect());
+    }
+    let key = key_of(&envelope.fields);
+    let event = generic(source, command, envelope, None);
+    Ok(vec![Keyed { event, key }])
+}
+
+/// The body's own `CallbackCommand` (or a batch item's), when present, must
+/// be the query's.
+fn check_command(query: &str, body: Option<&str>) -> Result<(), Unparsed> {
+    match body {
+        Some(in_body) if in_body != query => Err(Unparsed::CommandMismatch {
+            query: query.to_owned(),
+            body: in_body.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The dead letter of an authentic `body` of `command` that has no events
+/// (`error` says why), with an id derived from its content: 32 hex digits
+/// of SHA-256 over the app, the command and the raw body.
+pub fn dead_letter(source: &Source, command: &str, error: &BodyError, body: Bytes) -> DeadLetter {
+    let mut h = Sha256::new();
+    h.update(b"chat-kafka-bridge/dlq/v1\0");
+    h.update(source.sdk_app_id.to_string().as_bytes());
+    h.update(b"\0");
+    h.update(command.as_bytes());
+    h.update(b"\0");
+    h.update(&body);
+    DeadLetter {
+        id: hex::encode(&h.finalize()[..16]),
+        reason: error.as_str(),
+        error: error.to_string(),
+        command: command.to_owned(),
+        source: source.clone(),
+        body,
+    }
 }
 
 /// The content-derived event id: 32 hex digits of SHA-256 over the app, the
@@ -50,13 +197,13 @@ pub fn event_id(sdk_app_id: u64, command: &str, envelope: &Envelope) -> String {
 ///
 /// Fails only when the body does not have the shape its command documents;
 /// the caller then dead-letters the raw body.
-pub fn normalize(
-    received: Received<'_>,
+fn normalize(
+    source: &Source,
     command: OfficialAccountCommand,
     envelope: Envelope,
 ) -> Result<Event, BodyError> {
-    let id = event_id(received.query.sdk_app_id, command.as_str(), &envelope);
-    let time = event_time(&envelope, received.received_at_ms);
+    let id = event_id(source.sdk_app_id, command.as_str(), &envelope);
+    let time = event_time(&envelope, source.received_at_ms);
     let body = OfficialAccountBody::parse(command, envelope.fields)?;
 
     let (payload, official_account, operator_account, extra) = match body {
@@ -176,7 +323,7 @@ pub fn normalize(
     };
 
     Ok(assemble(
-        received,
+        source,
         command.as_str(),
         id,
         time,
@@ -193,14 +340,14 @@ pub fn normalize(
 /// `callback` event that keeps the body's fields unchanged. `command` is the
 /// query's (a body's own must equal it). `batch` places an item in its batch,
 /// with the batch's fields besides its items, which go to `extra`.
-pub fn generic(
-    received: Received<'_>,
+fn generic(
+    source: &Source,
     command: &str,
     envelope: Envelope,
     batch: Option<(BatchItem, &Map<String, Value>)>,
 ) -> Event {
-    let id = event_id(received.query.sdk_app_id, command, &envelope);
-    let time = event_time(&envelope, received.received_at_ms);
+    let id = event_id(source.sdk_app_id, command, &envelope);
+    let time = event_time(&envelope, source.received_at_ms);
     let text = |name: &str| envelope.fields.get(name)?.as_str().map(str::to_owned);
     let official_account = text("Official_Account");
     let operator_account = text("Operator_Account");
@@ -214,7 +361,7 @@ pub fn generic(
         operator_account,
         extra: batch.map(|(_, rest)| rest.clone()).unwrap_or_default(),
     };
-    assemble(received, command, id, time, mapped)
+    assemble(source, command, id, time, mapped)
 }
 
 /// What a conversion took from the body.
@@ -227,27 +374,26 @@ struct Mapped {
 
 /// The event: what the body gave, and what every event takes from the query.
 fn assemble(
-    received: Received<'_>,
+    source: &Source,
     command: &str,
     id: String,
     (event_time_ms, event_time_source): (u64, TimeSource),
     mapped: Mapped,
 ) -> Event {
-    let query = received.query;
     Event {
         version: SCHEMA_VERSION,
         id,
         payload: mapped.payload,
         command: command.to_owned(),
         before: is_before(command),
-        sdk_app_id: query.sdk_app_id,
+        sdk_app_id: source.sdk_app_id,
         official_account: mapped.official_account,
         operator_account: mapped.operator_account,
         event_time_ms,
         event_time_source,
-        received_at_ms: received.received_at_ms,
-        client_ip: query.client_ip.clone(),
-        platform: query.platform.clone(),
+        received_at_ms: source.received_at_ms,
+        client_ip: source.client_ip.clone(),
+        platform: source.platform.clone(),
         extra: mapped.extra,
     }
 }
@@ -311,44 +457,45 @@ fn withdrawn(
     (Withdrawn { message_keys }, extra)
 }
 
+/// The production translation for tests: [`parse`] then [`to_events`],
+/// with no key fields.
+#[cfg(test)]
+pub(crate) fn translate(source: &Source, command: &str, body: &[u8]) -> Result<Vec<Event>, String> {
+    let envelope = parse(body, command, 32).map_err(|e| format!("{e:?}"))?;
+    let keyed = to_events(source, command, envelope, &[]).map_err(|e| format!("{e:?}"))?;
+    Ok(keyed.into_iter().map(|k| k.event).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::callback::parse_body;
 
     const RECEIVED_AT_MS: u64 = 1_732_770_001_000;
 
-    fn query(command: &str) -> CallbackQuery {
-        CallbackQuery {
+    fn test_source() -> Source {
+        Source {
             sdk_app_id: 1_400_000_001,
-            command: command.to_owned(),
-            sign: None,
-            request_time: None,
             client_ip: Some("203.0.113.7".into()),
             platform: Some("RESTAPI".into()),
+            received_at_ms: RECEIVED_AT_MS,
         }
     }
 
-    fn normalize_bytes(body: &[u8]) -> Result<Event, BodyError> {
-        let envelope = parse_body(body)?;
-        let command = envelope
-            .command
-            .clone()
-            .expect("fixtures name their command");
-        let q = query(&command);
-        let cmd = OfficialAccountCommand::parse(&command).expect("an Official Account command");
-        normalize(
-            Received {
-                query: &q,
-                received_at_ms: RECEIVED_AT_MS,
-            },
-            cmd,
-            envelope,
-        )
+    /// The one event of an Official Account body that names its command.
+    fn normalize_bytes(body: &[u8]) -> Result<Event, String> {
+        let envelope = parse_body(body).map_err(|e| e.to_string())?;
+        let command = envelope.command.expect("fixtures name their command");
+        assert!(
+            OfficialAccountCommand::parse(&command).is_some(),
+            "{command}"
+        );
+        let mut events = translate(&test_source(), &command, body)?;
+        assert_eq!(events.len(), 1);
+        Ok(events.remove(0))
     }
 
     /// Every Official Account fixture normalizes to its snapshot in
-    /// `src/event/snapshots/`. Adding a case is adding a fixture file.
+    /// `src/callback/snapshots/`. Adding a case is adding a fixture file.
     #[test]
     fn every_official_account_fixture_normalizes_to_its_snapshot() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/callbacks");
@@ -391,7 +538,6 @@ mod tests {
     /// snapshots and the schema.
     #[test]
     fn other_fixtures_become_callback_events_matching_their_snapshots() {
-        use crate::callback::{BATCH_COMMANDS, split_batch};
         for (name, command, events) in [
             ("group-after-send-msg", "Group.CallbackAfterSendMsg", 1),
             ("state-change", "State.StateChange", 1),
@@ -403,31 +549,8 @@ mod tests {
             );
             let bytes = std::fs::read(path).expect("read fixture");
             let original: Value = serde_json::from_slice(&bytes).expect("JSON");
-            let mut envelope = parse_body(&bytes).expect("an object");
-            let q = query(command);
-            let received = Received {
-                query: &q,
-                received_at_ms: RECEIVED_AT_MS,
-            };
-            let out: Vec<Event> = match split_batch(&mut envelope) {
-                Some(batch) => {
-                    assert!(BATCH_COMMANDS.contains(&command));
-                    let batch = batch.expect("a valid batch");
-                    let size = u32::try_from(batch.items.len()).expect("small");
-                    (0..size)
-                        .zip(batch.items)
-                        .map(|(index, item)| {
-                            generic(
-                                received,
-                                command,
-                                item,
-                                Some((BatchItem { index, size }, &batch.rest)),
-                            )
-                        })
-                        .collect()
-                }
-                None => vec![generic(received, command, envelope, None)],
-            };
+            let out = translate(&test_source(), command, &bytes)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(out.len(), events, "{name}");
             let mut ids = std::collections::HashSet::new();
             for (i, event) in out.iter().enumerate() {
@@ -518,7 +641,6 @@ mod properties {
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::callback::parse_body;
 
     fn account() -> impl Strategy<Value = String> {
         "[@#_A-Za-z0-9]{1,24}"
@@ -541,21 +663,15 @@ mod properties {
 
     fn normalize_value(command: OfficialAccountCommand, body: &Value) -> Event {
         let bytes = serde_json::to_vec(body).expect("serialize");
-        let envelope = parse_body(&bytes).expect("valid body");
-        let q = CallbackQuery {
+        let source = Source {
             sdk_app_id: 1,
-            command: command.as_str().to_owned(),
-            ..CallbackQuery::default()
+            client_ip: None,
+            platform: None,
+            received_at_ms: 7,
         };
-        let event = normalize(
-            Received {
-                query: &q,
-                received_at_ms: 7,
-            },
-            command,
-            envelope,
-        )
-        .expect("normalizes");
+        let event = translate(&source, command.as_str(), &bytes)
+            .expect("normalizes")
+            .remove(0);
         let json = serde_json::to_value(&event).expect("serialize");
         crate::event::schema_check::assert_valid(&json, command.as_str());
         event
@@ -666,7 +782,6 @@ mod properties {
 #[cfg(test)]
 mod regressions {
     use super::*;
-    use crate::callback::parse_body;
 
     /// Found by `fuzz/fuzz_targets/body.rs` (issue 7): a number no machine type
     /// holds (here an integer beyond u64) came back from `extra` rounded, so
@@ -675,17 +790,15 @@ mod regressions {
     #[test]
     fn unmapped_numbers_keep_their_exact_text() {
         let body = br#"{"CallbackCommand":"OfficialAccount.CallbackBeforeCreateOfficialAccount","Ofcial_AccoventTime": 101334698616216252381,"F":0.1000000000000000055511151231257827,"N":-0.0}"#;
-        let envelope = parse_body(body).expect("valid");
-        let q = CallbackQuery {
-            command: OfficialAccountCommand::BeforeCreate.as_str().into(),
-            ..CallbackQuery::default()
-        };
-        let received = Received {
-            query: &q,
+        let source = Source {
+            sdk_app_id: 0,
+            client_ip: None,
+            platform: None,
             received_at_ms: 1,
         };
-        let event = normalize(received, OfficialAccountCommand::BeforeCreate, envelope)
-            .expect("normalizes");
+        let event = translate(&source, OfficialAccountCommand::BeforeCreate.as_str(), body)
+            .expect("normalizes")
+            .remove(0);
         let json = serde_json::to_string(&event.extra).expect("serialize");
         assert_eq!(
             json,
