@@ -1,16 +1,10 @@
-//! Callback bodies as Tencent sends them.
-//!
-//! Lenient where real payloads vary (numbers sent as strings, unknown fields,
-//! optional profile fields) and strict where a field is the point of the
-//! callback (`Official_Account`, the subscriber list). Every struct keeps the
-//! fields it does not name in `extra`, so nothing Tencent sends is dropped.
+//! Callback bodies as Tencent sends them, before they are typed: the
+//! depth pre-scan, the [`Envelope`] every callback shares (`CallbackCommand`,
+//! `EventTime`, everything else), batches, and why a body is unusable.
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
-
-use super::OfficialAccountCommand;
 
 /// A body that is JSON but not (yet) typed: the two fields every callback
 /// shares, and everything else.
@@ -36,8 +30,6 @@ pub enum BodyError {
     MissingField(&'static str),
     /// A field has a type or value the command cannot use.
     InvalidField(&'static str, String),
-    /// The body does not have the shape its command documents.
-    Shape(serde_json::Error),
 }
 
 impl BodyError {
@@ -55,7 +47,7 @@ impl BodyError {
             BodyError::NotJson(_) => "body_not_json",
             BodyError::NotObject => "body_not_object",
             BodyError::MissingField(_) => "body_missing_field",
-            BodyError::InvalidField(..) | BodyError::Shape(_) => "body_invalid_field",
+            BodyError::InvalidField(..) => "body_invalid_field",
         }
     }
 }
@@ -67,7 +59,6 @@ impl fmt::Display for BodyError {
             BodyError::NotObject => f.write_str("body is JSON but not an object"),
             BodyError::MissingField(name) => write!(f, "body field {name} is missing"),
             BodyError::InvalidField(name, why) => write!(f, "body field {name} is invalid: {why}"),
-            BodyError::Shape(e) => write!(f, "body does not match its command: {e}"),
         }
     }
 }
@@ -186,362 +177,11 @@ fn into_envelope(mut fields: Map<String, Value>) -> Result<Envelope, BodyError> 
 }
 
 /// A non-negative integer, sent as a JSON number or as a string of digits.
-fn lenient_u64(v: &Value) -> Option<u64> {
+pub(super) fn lenient_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
-    }
-}
-
-fn de_lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = Option::<Value>::deserialize(d)?;
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => lenient_u64(&v)
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom(format!("expected a number, got {v}"))),
-    }
-}
-
-/// Create (Before and After) and Destroyed callbacks.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct AccountCreation {
-    /// `Official_Account`: absent in the Before form (no account yet).
-    #[serde(rename = "Official_Account", default)]
-    pub official_account: Option<String>,
-    /// `Operator_Account`.
-    #[serde(rename = "Operator_Account", default)]
-    pub operator_account: Option<String>,
-    /// `Owner_Account`.
-    #[serde(rename = "Owner_Account", default)]
-    pub owner_account: Option<String>,
-    /// `Name`.
-    #[serde(rename = "Name", default)]
-    pub name: Option<String>,
-    /// Fields not named above.
-    #[serde(skip)]
-    pub extra: Map<String, Value>,
-}
-
-/// `CallbackAfterOfficialAccountInfoChanged`: only the fields Tencent sent.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct InfoChanged {
-    /// `Official_Account`.
-    #[serde(rename = "Official_Account")]
-    pub official_account: String,
-    /// `Operator_Account`.
-    #[serde(rename = "Operator_Account", default)]
-    pub operator_account: Option<String>,
-    /// New `Name`, if sent.
-    #[serde(rename = "Name", default)]
-    pub name: Option<String>,
-    /// New `Introduction`, if sent.
-    #[serde(rename = "Introduction", default)]
-    pub introduction: Option<String>,
-    /// New `FaceUrl`, if sent.
-    #[serde(rename = "FaceUrl", default)]
-    pub face_url: Option<String>,
-    /// New `Organization`, if sent.
-    #[serde(rename = "Organization", default)]
-    pub organization: Option<String>,
-    /// Fields not named above.
-    #[serde(skip)]
-    pub extra: Map<String, Value>,
-}
-
-/// One item of `SubscribeAccountList`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subscriber {
-    /// `Subscriber_Account`.
-    pub account: String,
-    /// Fields of the item not named above.
-    pub extra: Map<String, Value>,
-}
-
-impl<'de> Deserialize<'de> for Subscriber {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (account, extra) = item_with_string(d, "Subscriber_Account")?;
-        Ok(Subscriber { account, extra })
-    }
-}
-
-/// An object item with one required string field; the rest is kept.
-fn item_with_string<'de, D: Deserializer<'de>>(
-    d: D,
-    field: &'static str,
-) -> Result<(String, Map<String, Value>), D::Error> {
-    let mut item = Map::deserialize(d)?;
-    match item.remove(field) {
-        Some(Value::String(s)) => Ok((s, item)),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "{field} must be a string, got {other}"
-        ))),
-        None => Err(serde::de::Error::missing_field(field)),
-    }
-}
-
-/// Add-subscriber (Before and After) and delete-subscriber callbacks.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Subscribers {
-    /// `Official_Account`.
-    #[serde(rename = "Official_Account")]
-    pub official_account: String,
-    /// `Operator_Account`.
-    #[serde(rename = "Operator_Account", default)]
-    pub operator_account: Option<String>,
-    /// `SubscribeAccountList`.
-    #[serde(rename = "SubscribeAccountList")]
-    pub subscribers: Vec<Subscriber>,
-    /// Fields not named above.
-    #[serde(skip)]
-    pub extra: Map<String, Value>,
-}
-
-/// `CallbackAfterOfficialAccountFull`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct AccountFull {
-    /// `Official_Account`.
-    #[serde(rename = "Official_Account")]
-    pub official_account: String,
-    /// Fields not named above.
-    #[serde(skip)]
-    pub extra: Map<String, Value>,
-}
-
-/// `CallbackBeforeSendMsg`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct MessageSend {
-    /// `Official_Account`.
-    #[serde(rename = "Official_Account")]
-    pub official_account: String,
-    /// `OnlineOnlyFlag` (0/1).
-    #[serde(
-        rename = "OnlineOnlyFlag",
-        default,
-        deserialize_with = "de_lenient_u64"
-    )]
-    pub online_only_flag: Option<u64>,
-    /// `MsgBody`: message elements, unchanged.
-    #[serde(rename = "MsgBody", default)]
-    pub msg_body: Option<Value>,
-    /// `CloudCustomData`.
-    #[serde(rename = "CloudCustomData", default)]
-    pub cloud_custom_data: Option<String>,
-    /// Fields not named above.
-    #[serde(skip)]
-    pub extra: Map<String, Value>,
-}
-
-/// `CallbackAfterSendMsg`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct MessageSent {
-    /// `Official_Account`.
-    #[serde(rename = "Official_Account")]
-    pub official_account: String,
-    /// `MsgKey`: Tencent's unique message id.
-    #[serde(rename = "MsgKey", default)]
-    pub msg_key: Option<String>,
-    /// `MsgTime` in seconds.
-    #[serde(rename = "MsgTime", default, deserialize_with = "de_lenient_u64")]
-    pub msg_time_secs: Option<u64>,
-    /// `OnlineOnlyFlag` (0/1).
-    #[serde(
-        rename = "OnlineOnlyFlag",
-        default,
-        deserialize_with = "de_lenient_u64"
-    )]
-    pub online_only_flag: Option<u64>,
-    /// `MsgBody`: message elements, unchanged.
-    #[serde(rename = "MsgBody", default)]
-    pub msg_body: Option<Value>,
-    /// `CloudCustomData`.
-    #[serde(rename = "CloudCustomData", default)]
-    pub cloud_custom_data: Option<String>,
-    /// Fields not named above.
-    #[serde(skip)]
-    pub extra: Map<String, Value>,
-}
-
-/// One item of `WithdrawMsgList`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WithdrawnMessage {
-    /// `MsgKey`.
-    pub msg_key: String,
-    /// Fields of the item not named above.
-    pub extra: Map<String, Value>,
-}
-
-impl<'de> Deserialize<'de> for WithdrawnMessage {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (msg_key, extra) = item_with_string(d, "MsgKey")?;
-        Ok(WithdrawnMessage { msg_key, extra })
-    }
-}
-
-/// `CallbackAfterMsgWithDraw`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct MessageWithdrawn {
-    /// `Official_Account`.
-    #[serde(rename = "Official_Account")]
-    pub official_account: String,
-    /// `WithdrawMsgList`.
-    #[serde(rename = "WithdrawMsgList")]
-    pub messages: Vec<WithdrawnMessage>,
-    /// Fields not named above.
-    #[serde(skip)]
-    pub extra: Map<String, Value>,
-}
-
-/// A body struct: the wire names of its fields, and where the rest goes.
-trait Typed: for<'de> Deserialize<'de> {
-    const FIELDS: &'static [&'static str];
-    fn extra_mut(&mut self) -> &mut Map<String, Value>;
-}
-
-macro_rules! typed {
-    ($t:ty, [$($f:literal),* $(,)?]) => {
-        impl Typed for $t {
-            const FIELDS: &'static [&'static str] = &[$($f),*];
-            fn extra_mut(&mut self) -> &mut Map<String, Value> {
-                &mut self.extra
-            }
-        }
-    };
-}
-
-typed!(
-    AccountCreation,
-    [
-        "Official_Account",
-        "Operator_Account",
-        "Owner_Account",
-        "Name"
-    ]
-);
-typed!(
-    InfoChanged,
-    [
-        "Official_Account",
-        "Operator_Account",
-        "Name",
-        "Introduction",
-        "FaceUrl",
-        "Organization"
-    ]
-);
-typed!(
-    Subscribers,
-    [
-        "Official_Account",
-        "Operator_Account",
-        "SubscribeAccountList"
-    ]
-);
-typed!(AccountFull, ["Official_Account"]);
-typed!(
-    MessageSend,
-    [
-        "Official_Account",
-        "OnlineOnlyFlag",
-        "MsgBody",
-        "CloudCustomData"
-    ]
-);
-typed!(
-    MessageSent,
-    [
-        "Official_Account",
-        "MsgKey",
-        "MsgTime",
-        "OnlineOnlyFlag",
-        "MsgBody",
-        "CloudCustomData"
-    ]
-);
-typed!(MessageWithdrawn, ["Official_Account", "WithdrawMsgList"]);
-
-/// The typed body of one of the eleven Official Account commands.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OfficialAccountBody {
-    /// `CallbackBeforeCreateOfficialAccount`
-    BeforeCreate(AccountCreation),
-    /// `CallbackAfterCreateOfficialAccount`
-    AfterCreate(AccountCreation),
-    /// `CallbackAfterOfficialAccountInfoChanged`
-    AfterInfoChanged(InfoChanged),
-    /// `CallbackAfterOfficialAccountDestroyed`
-    AfterDestroyed(AccountCreation),
-    /// `CallbackBeforeAddSubscriber`
-    BeforeAddSubscriber(Subscribers),
-    /// `CallbackAfterAddSubscriber`
-    AfterAddSubscriber(Subscribers),
-    /// `CallbackAfterOfficialAccountFull`
-    AfterFull(AccountFull),
-    /// `CallbackAfterDeleteSubscriber`
-    AfterDeleteSubscriber(Subscribers),
-    /// `CallbackBeforeSendMsg`
-    BeforeSendMsg(MessageSend),
-    /// `CallbackAfterSendMsg`
-    AfterSendMsg(MessageSent),
-    /// `CallbackAfterMsgWithDraw`
-    AfterMsgWithdraw(MessageWithdrawn),
-}
-
-impl OfficialAccountBody {
-    /// Types `fields` (an [`Envelope`]'s) as the body of `command`.
-    pub fn parse(
-        command: OfficialAccountCommand,
-        fields: Map<String, Value>,
-    ) -> Result<Self, BodyError> {
-        use OfficialAccountCommand as C;
-        fn typed<T: Typed>(mut fields: Map<String, Value>) -> Result<T, BodyError> {
-            // The named fields are typed; the rest stays as it came, numbers
-            // included (no `flatten`: it would round big numbers through serde's buffer).
-            let mut known = Map::new();
-            for name in T::FIELDS {
-                if let Some(v) = fields.remove(*name) {
-                    known.insert((*name).to_owned(), v);
-                }
-            }
-            let mut typed: T = serde_json::from_value(Value::Object(known)).map_err(|e| {
-                // serde names the first missing field; keep that as its own reason.
-                let msg = e.to_string();
-                match msg
-                    .strip_prefix("missing field `")
-                    .and_then(|m| m.split('`').next())
-                {
-                    Some(name) => match name {
-                        "Official_Account" => BodyError::MissingField("Official_Account"),
-                        "SubscribeAccountList" => BodyError::MissingField("SubscribeAccountList"),
-                        "WithdrawMsgList" => BodyError::MissingField("WithdrawMsgList"),
-                        _ => BodyError::Shape(e),
-                    },
-                    None => BodyError::Shape(e),
-                }
-            })?;
-            *typed.extra_mut() = fields;
-            Ok(typed)
-        }
-        fn with_account(body: AccountCreation) -> Result<AccountCreation, BodyError> {
-            match body.official_account {
-                Some(_) => Ok(body),
-                None => Err(BodyError::MissingField("Official_Account")),
-            }
-        }
-        Ok(match command {
-            C::BeforeCreate => Self::BeforeCreate(typed(fields)?),
-            C::AfterCreate => Self::AfterCreate(with_account(typed(fields)?)?),
-            C::AfterInfoChanged => Self::AfterInfoChanged(typed(fields)?),
-            C::AfterDestroyed => Self::AfterDestroyed(with_account(typed(fields)?)?),
-            C::BeforeAddSubscriber => Self::BeforeAddSubscriber(typed(fields)?),
-            C::AfterAddSubscriber => Self::AfterAddSubscriber(typed(fields)?),
-            C::AfterFull => Self::AfterFull(typed(fields)?),
-            C::AfterDeleteSubscriber => Self::AfterDeleteSubscriber(typed(fields)?),
-            C::BeforeSendMsg => Self::BeforeSendMsg(typed(fields)?),
-            C::AfterSendMsg => Self::AfterSendMsg(typed(fields)?),
-            C::AfterMsgWithdraw => Self::AfterMsgWithdraw(typed(fields)?),
-        })
     }
 }
 
@@ -602,87 +242,5 @@ mod tests {
                 .as_str(),
             "body_invalid_field"
         );
-    }
-
-    fn fields(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!("test passes objects"),
-        }
-    }
-
-    #[test]
-    fn typed_bodies_keep_unknown_fields_and_accept_numeric_strings() {
-        let body = OfficialAccountBody::parse(
-            OfficialAccountCommand::AfterSendMsg,
-            fields(json!({
-                "Official_Account": "@TOA#_a", "MsgKey": "k", "MsgTime": "1732770011",
-                "OnlineOnlyFlag": "1", "MsgBody": [], "MsgId": "new-field"
-            })),
-        )
-        .expect("valid");
-        let OfficialAccountBody::AfterSendMsg(m) = body else {
-            panic!("wrong variant: {body:?}")
-        };
-        assert_eq!(m.msg_time_secs, Some(1_732_770_011));
-        assert_eq!(m.online_only_flag, Some(1));
-        assert_eq!(Value::Object(m.extra), json!({"MsgId": "new-field"}));
-    }
-
-    #[test]
-    fn missing_account_and_lists_are_reported_by_name() {
-        for (cmd, body, field) in [
-            (
-                OfficialAccountCommand::AfterFull,
-                json!({}),
-                "Official_Account",
-            ),
-            (
-                OfficialAccountCommand::AfterCreate,
-                json!({"Name": "n"}),
-                "Official_Account",
-            ),
-            (
-                OfficialAccountCommand::AfterDestroyed,
-                json!({"Name": "n"}),
-                "Official_Account",
-            ),
-            (
-                OfficialAccountCommand::AfterAddSubscriber,
-                json!({"Official_Account": "a"}),
-                "SubscribeAccountList",
-            ),
-            (
-                OfficialAccountCommand::AfterMsgWithdraw,
-                json!({"Official_Account": "a"}),
-                "WithdrawMsgList",
-            ),
-        ] {
-            match OfficialAccountBody::parse(cmd, fields(body)) {
-                Err(BodyError::MissingField(f)) => assert_eq!(f, field, "{cmd:?}"),
-                other => panic!("{cmd:?}: expected MissingField({field}), got {other:?}"),
-            }
-        }
-        // The Before form of create has no account yet.
-        assert!(
-            OfficialAccountBody::parse(OfficialAccountCommand::BeforeCreate, fields(json!({})))
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn wrong_types_are_invalid_fields() {
-        let err = OfficialAccountBody::parse(
-            OfficialAccountCommand::AfterInfoChanged,
-            fields(json!({"Official_Account": 5})),
-        )
-        .unwrap_err();
-        assert_eq!(err.as_str(), "body_invalid_field");
-        let err = OfficialAccountBody::parse(
-            OfficialAccountCommand::AfterSendMsg,
-            fields(json!({"Official_Account": "a", "MsgTime": "yesterday"})),
-        )
-        .unwrap_err();
-        assert_eq!(err.as_str(), "body_invalid_field");
     }
 }

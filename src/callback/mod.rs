@@ -9,17 +9,20 @@
 mod body;
 mod command;
 mod field;
+mod official_account;
 mod query;
 mod signature;
 mod to_event;
 
 pub use body::{
-    AccountCreation, AccountFull, Batch, BodyError, Envelope, InfoChanged, MAX_BATCH_ITEMS,
-    MessageSend, MessageSent, MessageWithdrawn, OfficialAccountBody, Subscriber, Subscribers,
-    WithdrawnMessage, json_depth_exceeds, parse_body, split_batch,
+    Batch, BodyError, Envelope, MAX_BATCH_ITEMS, json_depth_exceeds, parse_body, split_batch,
 };
 pub use command::{BATCH_COMMANDS, Family, OfficialAccountCommand, is_before};
 pub use field::FieldPath;
+pub use official_account::{
+    AccountCreation, AccountFull, InfoChanged, MessageSend, MessageSent, MessageWithdrawn,
+    OfficialAccountBody, Subscriber, Subscribers, WithdrawnMessage,
+};
 pub use query::{CallbackQuery, QueryError};
 pub use signature::{SignatureError, sign, verify, verify_any};
 pub use to_event::{Keyed, NoEvents, Unparsed, dead_letter, event_id, parse, source, to_events};
