@@ -21,7 +21,7 @@ use crate::config::{Config, DEMO_SDK_APP_ID, DEMO_TOKEN};
 use crate::health::Health;
 use crate::http::{self, State};
 use crate::metrics::{Metrics, Snapshot};
-use crate::sink::{EmbeddedKafka, KafkaSink, Publisher, Records, Spool, forward};
+use crate::sink::{EmbeddedKafka, KafkaSink, Publisher, Spool, forward};
 
 /// How often readiness asks Kafka for the events topic's metadata.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -128,13 +128,12 @@ pub async fn run(
         spool.clone(),
         health.draining(),
     )?);
-    let publisher = Publisher {
-        kafka: kafka.clone(),
-        records: Records::new(),
-        spool: spool.clone(),
-        mode: config.ack_mode,
-        deadline: config.delivery_timeout,
-    };
+    let publisher = Publisher::new(
+        kafka.clone(),
+        spool.clone(),
+        config.ack_mode,
+        config.delivery_timeout,
+    );
     let shutdown_timeout = config.shutdown_timeout;
     let (callback_addr, admin_addr) = listeners.local_addrs()?;
     info!(
@@ -168,7 +167,12 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let probe = tokio::spawn(probe_kafka(state.clone(), stopped(stop_rx.clone())));
+    let probe = tokio::spawn(probe_kafka(
+        state.clone(),
+        kafka.clone(),
+        spool.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let admin = tokio::spawn(http::serve_admin(
         listeners.admin,
         state.clone(),
@@ -280,16 +284,20 @@ pub async fn run(
 }
 
 /// Keeps `Health`'s Kafka flag current by asking for every topic's metadata.
-async fn probe_kafka(state: Arc<State>, stopped: impl Future<Output = ()>) {
+async fn probe_kafka(
+    state: Arc<State>,
+    kafka: Arc<KafkaSink>,
+    spool: Spool,
+    stopped: impl Future<Output = ()>,
+) {
     tokio::pin!(stopped);
     let mut last_error = None::<String>;
     loop {
-        let spool = &state.publisher.spool;
         spool.tick();
         let room_for = (state.config.max_body_bytes as u64).min(64 * 1024);
         state.health.set_spool_full(spool.is_full(room_for));
-        let s = state.clone();
-        let result = tokio::task::spawn_blocking(move || s.publisher.kafka.probe(PROBE_INTERVAL))
+        let k = kafka.clone();
+        let result = tokio::task::spawn_blocking(move || k.probe(PROBE_INTERVAL))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
         let ok = result.is_ok();

@@ -146,9 +146,9 @@ async fn publish(
     // is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
     let at_once = first.before;
     let generic = matches!(first.payload, Payload::Callback(_));
-    let mut records = Vec::with_capacity(events.len());
+    let mut fresh = Vec::with_capacity(events.len());
     let mut claimed = Vec::new();
-    for Keyed { event, key } in events {
+    for Keyed { event, key } in &events {
         if let Some(dedup) = &state.dedup {
             let outcome = dedup.claim(&event.id, Instant::now());
             state.metrics.dedup_claimed(&outcome);
@@ -158,13 +158,13 @@ async fn publish(
             }
             claimed.push(event.id.clone());
         }
-        records.push(state.publisher.records.event(&event, topic.clone(), key));
+        fresh.push((event, key.clone()));
     }
-    let published = records.len();
+    let published = fresh.len();
     if published == 0 {
         return Ok(Accepted::Duplicate);
     }
-    if let Err(e) = state.publisher.accept_all(records, at_once).await {
+    if let Err(e) = state.publisher.publish(fresh, &topic, at_once).await {
         if let Some(dedup) = &state.dedup {
             for id in &claimed {
                 dedup.release(id);
@@ -211,13 +211,9 @@ async fn dead_letter(
     body: Bytes,
 ) -> Result<(Family, Accepted), Rejection> {
     let dl = callback::dead_letter(source, &query.command, &error, body);
-    let record = state
-        .publisher
-        .records
-        .dead_letter(&dl, app.topics.dead_letter.clone());
     state
         .publisher
-        .accept(record)
+        .dead_letter(&dl, app.topics.dead_letter.clone())
         .await
         .map_err(Rejection::Accept)?;
     state

@@ -12,7 +12,6 @@ use http_body_util::Full;
 
 use crate::callback::{QueryError, SignatureError};
 use crate::sink::AcceptError;
-use crate::sink::SpoolError;
 
 /// The body Tencent expects for every handled callback ("allow" for Before ones).
 pub const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
@@ -199,13 +198,13 @@ impl Rejection {
                 "record_too_large",
                 "the event is larger than the Kafka producer accepts",
             ),
-            Rejection::Accept(AcceptError::Spool(SpoolError::Full)) => (
+            Rejection::Accept(AcceptError::SpoolFull) => (
                 S::SERVICE_UNAVAILABLE,
                 5032,
                 "spool_full",
                 "Kafka cannot take the event now and the bridge's spool is full",
             ),
-            Rejection::Accept(AcceptError::Spool(SpoolError::Io(_) | SpoolError::Closed)) => (
+            Rejection::Accept(AcceptError::SpoolFailed(_)) => (
                 S::SERVICE_UNAVAILABLE,
                 5033,
                 "spool_failed",
@@ -304,9 +303,9 @@ mod tests {
                 body: "b".into(),
             },
             Rejection::Accept(AcceptError::TooLarge),
-            Rejection::Accept(AcceptError::Spool(SpoolError::Full)),
-            Rejection::Accept(AcceptError::Spool(SpoolError::Io("disk".into()))),
-            Rejection::Accept(AcceptError::Spool(SpoolError::Closed)),
+            Rejection::Accept(AcceptError::SpoolFull),
+            Rejection::Accept(crate::sink::SpoolError::Io("disk".into()).into()),
+            Rejection::Accept(crate::sink::SpoolError::Closed.into()),
         ]
     }
 

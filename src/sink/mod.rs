@@ -22,6 +22,7 @@ pub use record::{OutRecord, Records};
 pub use spool::{Spool, SpoolError};
 
 use crate::config::AckMode;
+use crate::event::{DeadLetter, Event};
 use crate::metrics::SpoolCause;
 
 /// Why an accepted callback cannot be acknowledged.
@@ -29,44 +30,82 @@ use crate::metrics::SpoolCause;
 pub enum AcceptError {
     /// The record is larger than the producer accepts.
     TooLarge,
-    /// It had to be spooled, and the spool refused it.
-    Spool(SpoolError),
+    /// It had to be spooled, and the spool is full.
+    SpoolFull,
+    /// It had to be spooled, and writing the spool failed (or it is closed).
+    SpoolFailed(SpoolError),
+}
+
+impl From<SpoolError> for AcceptError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Full => AcceptError::SpoolFull,
+            SpoolError::Io(_) | SpoolError::Closed => AcceptError::SpoolFailed(e),
+        }
+    }
 }
 
 impl std::fmt::Display for AcceptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AcceptError::TooLarge => EnqueueError::TooLarge.fmt(f),
-            AcceptError::Spool(e) => e.fmt(f),
+            AcceptError::SpoolFull => SpoolError::Full.fmt(f),
+            AcceptError::SpoolFailed(e) => e.fmt(f),
         }
     }
 }
 
 /// Applies `BRIDGE_ACK_MODE`: when a callback may be answered OK.
 pub struct Publisher {
-    /// The producer.
-    pub kafka: Arc<KafkaSink>,
-    /// Builds the records.
-    pub records: Records,
-    /// The spool.
-    pub spool: Spool,
-    /// The acknowledgement mode.
-    pub mode: AckMode,
-    /// `delivered` mode's deadline.
-    pub deadline: Duration,
+    kafka: Arc<KafkaSink>,
+    records: Records,
+    spool: Spool,
+    mode: AckMode,
+    deadline: Duration,
 }
 
 impl Publisher {
+    /// Publishes through `kafka`, spooling to `spool`, acknowledging as
+    /// `mode` says (`deadline`: how long `delivered` mode waits for Kafka).
+    pub fn new(kafka: Arc<KafkaSink>, spool: Spool, mode: AckMode, deadline: Duration) -> Self {
+        Publisher {
+            kafka,
+            records: Records::new(),
+            spool,
+            mode,
+            deadline,
+        }
+    }
+
+    /// Publishes the events of one callback to `topic`, each with its key;
+    /// returns once all are as safe as the mode promises (`at_once`: once
+    /// queued, for "Before" callbacks).
+    pub async fn publish<'a>(
+        &self,
+        events: impl IntoIterator<Item = (&'a Event, Option<String>)>,
+        topic: &Arc<str>,
+        at_once: bool,
+    ) -> Result<(), AcceptError> {
+        let records = events
+            .into_iter()
+            .map(|(event, key)| self.records.event(event, topic.clone(), key))
+            .collect();
+        self.accept_all(records, at_once).await
+    }
+
+    /// Publishes a dead letter to `topic`; returns once it is as safe as the
+    /// mode promises.
+    pub async fn dead_letter(&self, dl: &DeadLetter, topic: Arc<str>) -> Result<(), AcceptError> {
+        let record = self.records.dead_letter(dl, topic);
+        self.accept_all(vec![record], false).await
+    }
+
     /// Returns once every record of one callback is as safe as the mode
     /// promises (`at_once`: once queued, whatever the mode, for "Before"
     /// callbacks). Several records (a batch's items) are spooled in one sync,
     /// and in `delivered` mode wait for Kafka together, under one deadline,
     /// so a batch is answered as soon as a single event would be.
-    pub async fn accept_all(
-        &self,
-        records: Vec<OutRecord>,
-        at_once: bool,
-    ) -> Result<(), AcceptError> {
+    async fn accept_all(&self, records: Vec<OutRecord>, at_once: bool) -> Result<(), AcceptError> {
         match (self.mode, at_once) {
             (AckMode::Enqueued, _) | (_, true) => {
                 for record in records {
@@ -76,19 +115,10 @@ impl Publisher {
             }
             (AckMode::Spooled, false) => match records.as_slice() {
                 [one] => self.spool(one, SpoolCause::Accepted).await,
-                all => self
-                    .spool
-                    .append_all(all, SpoolCause::Accepted)
-                    .await
-                    .map_err(AcceptError::Spool),
+                all => Ok(self.spool.append_all(all, SpoolCause::Accepted).await?),
             },
             (AckMode::Delivered, false) => self.deliver(records).await,
         }
-    }
-
-    /// Returns once `record` is as safe as the mode promises.
-    pub async fn accept(&self, record: OutRecord) -> Result<(), AcceptError> {
-        self.accept_all(vec![record], false).await
     }
 
     /// `delivered` mode: sends every record, then waits for Kafka's reports
@@ -129,7 +159,7 @@ impl Publisher {
     /// cannot take it, in the spool), whatever the mode: for `enqueued`, and
     /// for the audit events of "Before" callbacks, whose answer a user's
     /// action is waiting for. A failed delivery still goes to the spool.
-    pub async fn accept_at_once(&self, record: OutRecord) -> Result<(), AcceptError> {
+    async fn accept_at_once(&self, record: OutRecord) -> Result<(), AcceptError> {
         match self.kafka.send(&record, Origin::Live { waiter: None }) {
             Ok(()) => Ok(()),
             Err(e) => self.spill(&record, e).await,
@@ -145,9 +175,6 @@ impl Publisher {
     }
 
     async fn spool(&self, record: &OutRecord, cause: SpoolCause) -> Result<(), AcceptError> {
-        self.spool
-            .append(record, cause)
-            .await
-            .map_err(AcceptError::Spool)
+        Ok(self.spool.append(record, cause).await?)
     }
 }
