@@ -70,7 +70,6 @@ pub async fn run(
         http::tls_acceptor(files)?;
     }
     let metrics = Arc::new(Metrics::new());
-    metrics.init_series(&http::respond::REASONS, &crate::sink::ERROR_CLASSES);
 
     let topics = config.topics();
     let embedded = match &config.kafka.brokers {

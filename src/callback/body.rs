@@ -32,23 +32,54 @@ pub enum BodyError {
     InvalidField(&'static str, String),
 }
 
-impl BodyError {
-    /// Every value [`BodyError::as_str`] returns.
-    pub const REASONS: [&'static str; 4] = [
-        "body_not_json",
-        "body_not_object",
-        "body_missing_field",
-        "body_invalid_field",
+/// What is wrong with a body, as a bounded label (the dead-letter
+/// `reason`, metrics and the `bridge_reason` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Not valid JSON (or not UTF-8).
+    NotJson,
+    /// Valid JSON, but not an object.
+    NotObject,
+    /// A field the command needs is absent.
+    MissingField,
+    /// A field has a type or value the command cannot use.
+    InvalidField,
+}
+
+impl Fault {
+    /// Every fault, in declaration order.
+    pub const ALL: &'static [Fault] = &[
+        Fault::NotJson,
+        Fault::NotObject,
+        Fault::MissingField,
+        Fault::InvalidField,
     ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::NotJson => "body_not_json",
+            Fault::NotObject => "body_not_object",
+            Fault::MissingField => "body_missing_field",
+            Fault::InvalidField => "body_invalid_field",
+        }
+    }
+}
+
+impl BodyError {
+    /// What kind of fault this is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            BodyError::NotJson(_) => Fault::NotJson,
+            BodyError::NotObject => Fault::NotObject,
+            BodyError::MissingField(_) => Fault::MissingField,
+            BodyError::InvalidField(..) => Fault::InvalidField,
+        }
+    }
 
     /// Bounded label for metrics and the dead-letter header.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            BodyError::NotJson(_) => "body_not_json",
-            BodyError::NotObject => "body_not_object",
-            BodyError::MissingField(_) => "body_missing_field",
-            BodyError::InvalidField(..) => "body_invalid_field",
-        }
+        self.fault().as_str()
     }
 }
 
@@ -222,7 +253,7 @@ mod tests {
             BodyError::InvalidField("x", String::new()),
             parse_body(b"{").unwrap_err(),
         ] {
-            assert!(BodyError::REASONS.contains(&e.as_str()), "{}", e.as_str());
+            assert!(Fault::ALL.contains(&e.fault()), "{}", e.as_str());
         }
         assert_eq!(parse_body(b"{").unwrap_err().as_str(), "body_not_json");
 

@@ -15,7 +15,7 @@ mod signature;
 mod to_event;
 
 pub use body::{
-    Batch, BodyError, Envelope, MAX_BATCH_ITEMS, json_depth_exceeds, parse_body, split_batch,
+    Batch, BodyError, Envelope, Fault, MAX_BATCH_ITEMS, json_depth_exceeds, parse_body, split_batch,
 };
 pub use command::{BATCH_COMMANDS, Family, OfficialAccountCommand, is_before};
 pub use field::FieldPath;

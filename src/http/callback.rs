@@ -29,7 +29,7 @@ use crate::clock::now_ms;
 use crate::config::{App, Config};
 use crate::dedup::Claim;
 use crate::event::{Payload, Source};
-use crate::metrics::Accepted;
+use crate::metrics::{Accepted, Counted};
 use crate::route::{Action, Destination};
 
 /// Handles one request on the callback port; `Ok` means "answer 200 OK".
@@ -94,13 +94,13 @@ pub async fn handle(
     if route.action == Action::Count {
         state
             .metrics
-            .callback_counted(family, &query.command, "route");
+            .callback_counted(family, &query.command, Counted::Route);
         return Ok((family, Accepted::Counted));
     }
     if !config.publish_before && callback::is_before(&query.command) {
         state
             .metrics
-            .callback_counted(family, &query.command, "before");
+            .callback_counted(family, &query.command, Counted::Before);
         return Ok((family, Accepted::Counted));
     }
     let topic = match &route.destination {
@@ -116,7 +116,7 @@ pub async fn handle(
         Err(NoEvents::EmptyBatch) => {
             state
                 .metrics
-                .callback_counted(family, &query.command, "empty_batch");
+                .callback_counted(family, &query.command, Counted::EmptyBatch);
             return Ok((family, Accepted::Counted));
         }
         Err(NoEvents::CommandMismatch { query, body }) => {
@@ -218,7 +218,7 @@ async fn dead_letter(
         .map_err(Rejection::Accept)?;
     state
         .metrics
-        .callback_dead_lettered(family, error.as_str(), &query.command, &error);
+        .callback_dead_lettered(family, error.fault(), &query.command, &error);
     Ok((family, Accepted::DeadLettered))
 }
 

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::{State, callback, respond};
+use crate::metrics::ConnectionClose;
 
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
@@ -197,13 +198,13 @@ pub async fn serve<I>(
             _ = tick.tick() => {
                 match activity.state() {
                     (IDLE, t) if t > idle_timeout && !closing => {
-                        state.metrics.connection_closed_by("idle_timeout");
+                        state.metrics.connection_closed_by(ConnectionClose::IdleTimeout);
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
                     (HEAD, t) if t > header_timeout => {
                         // No answer for a client that cannot send a head.
-                        state.metrics.connection_closed_by("header_timeout");
+                        state.metrics.connection_closed_by(ConnectionClose::HeaderTimeout);
                         return;
                     }
                     _ => {}
@@ -214,16 +215,16 @@ pub async fn serve<I>(
 }
 
 /// Bounded label for a connection that ended with an error.
-fn classify(e: &hyper::Error) -> &'static str {
+fn classify(e: &hyper::Error) -> ConnectionClose {
     if e.is_parse_too_large() {
-        "headers_too_large"
+        ConnectionClose::HeadersTooLarge
     } else if e.is_parse() || e.is_parse_status() {
-        "malformed_http"
+        ConnectionClose::MalformedHttp
     } else if e.is_timeout() {
-        "header_timeout"
+        ConnectionClose::HeaderTimeout
     } else if e.is_incomplete_message() {
-        "incomplete_request"
+        ConnectionClose::IncompleteRequest
     } else {
-        "io_error"
+        ConnectionClose::IoError
     }
 }

@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectionClose, Metrics};
 use crate::sink::Publisher;
 
 /// Everything a request handler needs, shared by all connections.
@@ -102,10 +102,13 @@ pub async fn serve_callbacks(
                     .await;
                     match handshake {
                         Ok(Ok(tls)) => conn::serve(tls, peer, state.clone(), closing).await,
-                        Ok(Err(e)) => state.metrics.connection_error("tls_handshake", &e),
-                        Err(_) => state
+                        Ok(Err(e)) => state
                             .metrics
-                            .connection_error("tls_handshake", &"handshake timed out"),
+                            .connection_error(ConnectionClose::TlsHandshake, &e),
+                        Err(_) => state.metrics.connection_error(
+                            ConnectionClose::TlsHandshake,
+                            &"handshake timed out",
+                        ),
                     }
                 }
             }

@@ -11,33 +11,11 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
 use crate::callback::{QueryError, SignatureError};
+use crate::metrics::Reason;
 use crate::sink::AcceptError;
 
 /// The body Tencent expects for every handled callback ("allow" for Before ones).
 pub const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
-
-/// Every `reason` an answer can carry (the `reason` label values of
-/// `chat_bridge_callbacks_rejected_total`, pre-created at 0).
-pub const REASONS: [&str; 18] = [
-    "source_not_allowed",
-    "not_found",
-    "method_not_allowed",
-    "query_malformed",
-    "unknown_app",
-    "signature_missing",
-    "signature_malformed",
-    "signature_stale",
-    "signature_mismatch",
-    "body_too_large",
-    "body_read_failed",
-    "body_timeout",
-    "body_not_json",
-    "body_too_deep",
-    "command_mismatch",
-    "record_too_large",
-    "spool_full",
-    "spool_failed",
-];
 
 /// Why a request on the callback port was not accepted.
 #[derive(Debug)]
@@ -92,7 +70,7 @@ pub struct Answer {
     /// `ErrorCode` in the FAIL body.
     pub code: u32,
     /// Metric label and log `reason`.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// `ErrorInfo` in the FAIL body (fixed text: details go to the log only).
     pub info: &'static str,
 }
@@ -100,114 +78,115 @@ pub struct Answer {
 impl Rejection {
     /// The status, code, reason and text for this rejection.
     pub fn answer(&self) -> Answer {
+        use Reason as R;
         use StatusCode as S;
         let (status, code, reason, info) = match self {
             Rejection::SourceNotAllowed(_) => (
                 S::FORBIDDEN,
                 4031,
-                "source_not_allowed",
+                R::SourceNotAllowed,
                 "the source address is not allowed to send callbacks",
             ),
             Rejection::NotFound => (
                 S::NOT_FOUND,
                 4040,
-                "not_found",
+                R::NotFound,
                 "no callback endpoint at this path",
             ),
             Rejection::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 4050,
-                "method_not_allowed",
+                R::MethodNotAllowed,
                 "callbacks must be POSTed",
             ),
             Rejection::Query(_) => (
                 S::BAD_REQUEST,
                 4001,
-                "query_malformed",
+                R::QueryMalformed,
                 "query string lacks or repeats SdkAppid or CallbackCommand",
             ),
             Rejection::UnknownApp(_) => (
                 S::FORBIDDEN,
                 4030,
-                "unknown_app",
+                R::UnknownApp,
                 "SdkAppid is not configured on this bridge",
             ),
             Rejection::Signature(SignatureError::Missing) => (
                 S::UNAUTHORIZED,
                 4011,
-                "signature_missing",
+                R::SignatureMissing,
                 "Sign and RequestTime are required for this app",
             ),
             Rejection::Signature(SignatureError::Malformed) => (
                 S::UNAUTHORIZED,
                 4012,
-                "signature_malformed",
+                R::SignatureMalformed,
                 "Sign must be 64 hex digits and RequestTime a number",
             ),
             Rejection::Signature(SignatureError::Stale { .. }) => (
                 S::UNAUTHORIZED,
                 4013,
-                "signature_stale",
+                R::SignatureStale,
                 "RequestTime is outside the allowed clock skew",
             ),
             Rejection::Signature(SignatureError::Mismatch) => (
                 S::UNAUTHORIZED,
                 4014,
-                "signature_mismatch",
+                R::SignatureMismatch,
                 "Sign does not match the app's token",
             ),
             Rejection::BodyTooLarge { .. } => (
                 S::PAYLOAD_TOO_LARGE,
                 4130,
-                "body_too_large",
+                R::BodyTooLarge,
                 "body is larger than the bridge accepts",
             ),
             Rejection::BodyRead(_) => (
                 S::BAD_REQUEST,
                 4002,
-                "body_read_failed",
+                R::BodyReadFailed,
                 "body could not be read",
             ),
             Rejection::BodyTimeout { .. } => (
                 S::REQUEST_TIMEOUT,
                 4080,
-                "body_timeout",
+                R::BodyTimeout,
                 "the body did not arrive in time",
             ),
             Rejection::BodyNotJson(_) => (
                 S::BAD_REQUEST,
                 4004,
-                "body_not_json",
+                R::BodyNotJson,
                 "the body is not UTF-8 JSON",
             ),
             Rejection::BodyTooDeep { .. } => (
                 S::BAD_REQUEST,
                 4005,
-                "body_too_deep",
+                R::BodyTooDeep,
                 "the body's JSON nests too deep",
             ),
             Rejection::CommandMismatch { .. } => (
                 S::BAD_REQUEST,
                 4003,
-                "command_mismatch",
+                R::CommandMismatch,
                 "body CallbackCommand differs from the query's",
             ),
             Rejection::Accept(AcceptError::TooLarge) => (
                 S::PAYLOAD_TOO_LARGE,
                 4131,
-                "record_too_large",
+                R::RecordTooLarge,
                 "the event is larger than the Kafka producer accepts",
             ),
             Rejection::Accept(AcceptError::SpoolFull) => (
                 S::SERVICE_UNAVAILABLE,
                 5032,
-                "spool_full",
+                R::SpoolFull,
                 "Kafka cannot take the event now and the bridge's spool is full",
             ),
             Rejection::Accept(AcceptError::SpoolFailed(_)) => (
                 S::SERVICE_UNAVAILABLE,
                 5033,
-                "spool_failed",
+                R::SpoolFailed,
                 "Kafka cannot take the event now and writing the bridge's spool failed",
             ),
         };
@@ -224,7 +203,9 @@ impl Rejection {
         let a = self.answer();
         let body = format!(
             r#"{{"ActionStatus":"FAIL","ErrorInfo":"{}: {}","ErrorCode":{}}}"#,
-            a.reason, a.info, a.code
+            a.reason.as_str(),
+            a.info,
+            a.code
         );
         json(a.status, Bytes::from(body))
     }
@@ -345,7 +326,7 @@ mod tests {
                 v["ErrorInfo"]
                     .as_str()
                     .expect("string")
-                    .starts_with(a.reason)
+                    .starts_with(a.reason.as_str())
             );
         }
         let v: serde_json::Value = serde_json::from_str(OK_BODY).expect("JSON");
@@ -355,12 +336,14 @@ mod tests {
         );
     }
 
+    /// Every reason label is the answer of some rejection.
     #[test]
-    fn reasons_lists_every_answer_reason() {
-        let answered: std::collections::BTreeSet<_> =
+    fn every_reason_is_an_answer() {
+        let answered: std::collections::HashSet<_> =
             all().iter().map(|r| r.answer().reason).collect();
-        let listed: std::collections::BTreeSet<_> = REASONS.into_iter().collect();
-        assert_eq!(answered, listed);
+        for reason in Reason::ALL {
+            assert!(answered.contains(reason), "{reason:?}");
+        }
     }
 
     /// `docs/errors.md` lists every answer with its status, code and reason.
@@ -369,7 +352,12 @@ mod tests {
         let doc = include_str!("../../docs/errors.md");
         for r in all() {
             let a = r.answer();
-            let row = format!("| {} | {} | `{}` |", a.status.as_u16(), a.code, a.reason);
+            let row = format!(
+                "| {} | {} | `{}` |",
+                a.status.as_u16(),
+                a.code,
+                a.reason.as_str()
+            );
             assert!(doc.contains(&row), "docs/errors.md lacks the row {row}");
         }
     }

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::spool::Spool;
 use super::{EnqueueError, KafkaSink, Origin};
 use crate::health::KafkaReachable;
-use crate::metrics::Metrics;
+use crate::metrics::{Discard, Metrics};
 
 /// Records the forwarder may have in the producer at once.
 const MAX_IN_FLIGHT: usize = 10_000;
@@ -104,7 +104,7 @@ pub async fn run(
                     Err(EnqueueError::TooLarge) => {
                         // Larger than message.max.bytes now (the setting changed
                         // since it was spooled): it can never be sent.
-                        metrics.spool_discarded("record_too_large");
+                        metrics.spool_discarded(Discard::RecordTooLarge);
                         spool.resolve(ticket);
                         break;
                     }

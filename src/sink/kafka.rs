@@ -23,7 +23,7 @@ use super::record::OutRecord;
 use super::spool::{Spool, SpoolError, Ticket};
 use crate::config::KafkaConfig;
 use crate::health::Draining;
-use crate::metrics::{Metrics, SpoolCause, Stream};
+use crate::metrics::{Discard, ErrorClass, Metrics, SpoolCause, Stream};
 
 /// Why a record could not be handed to the producer.
 #[derive(Debug)]
@@ -128,11 +128,11 @@ impl BridgeContext {
 }
 
 /// Bounded reason for a record the spool refused.
-pub fn spool_discard_reason(e: &SpoolError) -> &'static str {
+pub fn spool_discard_reason(e: &SpoolError) -> Discard {
     match e {
-        SpoolError::Full => "spool_full",
-        SpoolError::Io(_) => "spool_write_failed",
-        SpoolError::Closed => "spool_closed",
+        SpoolError::Full => Discard::SpoolFull,
+        SpoolError::Io(_) => Discard::SpoolWriteFailed,
+        SpoolError::Closed => Discard::SpoolClosed,
     }
 }
 
@@ -210,41 +210,29 @@ impl ProducerContext for BridgeContext {
     }
 }
 
-/// Every value [`error_class`] returns for a failure.
-pub const ERROR_CLASSES: [&str; 9] = [
-    "timeout",
-    "message_too_large",
-    "unknown_topic",
-    "authorization",
-    "purged",
-    "broker_unavailable",
-    "not_enough_replicas",
-    "fatal",
-    "other",
-];
-
-/// Bounded label for a delivery error; one of [`ERROR_CLASSES`].
-pub fn error_class(error: &KafkaError) -> &'static str {
+/// Bounded label for a delivery error.
+pub fn error_class(error: &KafkaError) -> ErrorClass {
+    use ErrorClass as E;
     use RDKafkaErrorCode as C;
     let Some(code) = error.rdkafka_error_code() else {
-        return "other";
+        return E::Other;
     };
     // librdkafka has hundreds of codes; everything not named here is "other".
     match code {
-        C::MessageTimedOut | C::RequestTimedOut => "timeout",
-        C::MessageSizeTooLarge => "message_too_large",
-        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition => "unknown_topic",
+        C::MessageTimedOut | C::RequestTimedOut => E::Timeout,
+        C::MessageSizeTooLarge => E::MessageTooLarge,
+        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition => E::UnknownTopic,
         C::TopicAuthorizationFailed
         | C::ClusterAuthorizationFailed
         | C::SaslAuthenticationFailed
-        | C::Authentication => "authorization",
-        C::PurgeQueue | C::PurgeInflight => "purged",
+        | C::Authentication => E::Authorization,
+        C::PurgeQueue | C::PurgeInflight => E::Purged,
         C::AllBrokersDown | C::BrokerTransportFailure | C::BrokerNotAvailable => {
-            "broker_unavailable"
+            E::BrokerUnavailable
         }
-        C::NotEnoughReplicas | C::NotEnoughReplicasAfterAppend => "not_enough_replicas",
-        C::Fatal | C::OutOfOrderSequenceNumber | C::InvalidProducerEpoch => "fatal",
-        _ => "other",
+        C::NotEnoughReplicas | C::NotEnoughReplicasAfterAppend => E::NotEnoughReplicas,
+        C::Fatal | C::OutOfOrderSequenceNumber | C::InvalidProducerEpoch => E::Fatal,
+        _ => E::Other,
     }
 }
 
@@ -406,24 +394,42 @@ mod tests {
     #[test]
     fn delivery_errors_are_classified() {
         let e = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
-        assert_eq!(error_class(&e), "timeout");
+        assert_eq!(error_class(&e), ErrorClass::Timeout);
         let e = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
-        assert_eq!(error_class(&e), "authorization");
+        assert_eq!(error_class(&e), ErrorClass::Authorization);
         let e = KafkaError::Canceled;
-        assert_eq!(error_class(&e), "other");
-        for code in [
-            RDKafkaErrorCode::MessageTimedOut,
-            RDKafkaErrorCode::MessageSizeTooLarge,
-            RDKafkaErrorCode::UnknownTopic,
-            RDKafkaErrorCode::SaslAuthenticationFailed,
-            RDKafkaErrorCode::PurgeQueue,
-            RDKafkaErrorCode::AllBrokersDown,
-            RDKafkaErrorCode::NotEnoughReplicas,
-            RDKafkaErrorCode::Fatal,
-            RDKafkaErrorCode::InvalidConfig,
-        ] {
-            let class = error_class(&KafkaError::MessageProduction(code));
-            assert!(ERROR_CLASSES.contains(&class), "{class}");
+        assert_eq!(error_class(&e), ErrorClass::Other);
+        // One code of each class; together they cover ErrorClass::ALL.
+        let cases = [
+            (RDKafkaErrorCode::MessageTimedOut, ErrorClass::Timeout),
+            (
+                RDKafkaErrorCode::MessageSizeTooLarge,
+                ErrorClass::MessageTooLarge,
+            ),
+            (RDKafkaErrorCode::UnknownTopic, ErrorClass::UnknownTopic),
+            (
+                RDKafkaErrorCode::SaslAuthenticationFailed,
+                ErrorClass::Authorization,
+            ),
+            (RDKafkaErrorCode::PurgeQueue, ErrorClass::Purged),
+            (
+                RDKafkaErrorCode::AllBrokersDown,
+                ErrorClass::BrokerUnavailable,
+            ),
+            (
+                RDKafkaErrorCode::NotEnoughReplicas,
+                ErrorClass::NotEnoughReplicas,
+            ),
+            (RDKafkaErrorCode::Fatal, ErrorClass::Fatal),
+            (RDKafkaErrorCode::InvalidConfig, ErrorClass::Other),
+        ];
+        for (code, class) in cases {
+            assert_eq!(
+                error_class(&KafkaError::MessageProduction(code)),
+                class,
+                "{code:?}"
+            );
         }
+        assert_eq!(cases.len(), ErrorClass::ALL.len());
     }
 }

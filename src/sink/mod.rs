@@ -15,8 +15,7 @@ use tokio::sync::oneshot;
 
 pub use embedded::EmbeddedKafka;
 pub use kafka::{
-    Delivery, ERROR_CLASSES, EnqueueError, KafkaSink, Origin, error_class, producer_defaults,
-    spool_discard_reason,
+    Delivery, EnqueueError, KafkaSink, Origin, error_class, producer_defaults, spool_discard_reason,
 };
 pub use record::{OutRecord, Records};
 pub use spool::{Spool, SpoolError};

@@ -33,7 +33,7 @@ pub use record::{Frame, decode, encode_frame, read_frame};
 use progress::Progress;
 use writer::{recover_segment, writer};
 
-use crate::metrics::{Metrics, SpoolCause};
+use crate::metrics::{Discard, Metrics, SpoolCause};
 use crate::sink::record::OutRecord;
 
 /// Why a record could not be spooled.
@@ -402,7 +402,7 @@ impl Spool {
                     Some(rec) => out.push((ticket, rec)),
                     None => {
                         // CRC-clean but undecodable: a format we do not know.
-                        self.inner.metrics.spool_discarded("undecodable");
+                        self.inner.metrics.spool_discarded(Discard::Undecodable);
                         self.resolve(ticket);
                     }
                 }

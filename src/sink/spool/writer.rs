@@ -13,7 +13,7 @@ use tracing::{error, warn};
 use super::{
     Frame, Inner, MAX_BATCH, Op, Segment, Spool, SpoolError, decode, read_frame, segment_path,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Discard, Metrics};
 
 /// Scans a segment, cuts a torn tail, and returns its bookkeeping (sealed).
 /// Records that end at or before `resolved_until` count as resolved.
@@ -140,7 +140,7 @@ pub(super) fn writer(
                         Some(done) => {
                             let _ = done.send(reply.clone());
                         }
-                        None if failed => inner.metrics.spool_discarded("spool_write_failed"),
+                        None if failed => inner.metrics.spool_discarded(Discard::SpoolWriteFailed),
                         None => {}
                     }
                 }

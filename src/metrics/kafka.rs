@@ -1,0 +1,202 @@
+//! The Kafka producer: records handed to it, delivery reports and their
+//! latency, and librdkafka's own statistics.
+
+use std::fmt::Display;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus::core::Collector as _;
+use prometheus::{GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use rdkafka::Statistics;
+use tracing::warn;
+
+use super::{ErrorClass, Metrics, Reg, Stream};
+
+/// Buckets for enqueue-to-acknowledgement latency (linger, batching, `acks=all`).
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0,
+];
+
+pub(super) struct Kafka {
+    pub(super) enqueued: IntCounterVec,
+    deliveries: IntCounterVec,
+    pub(super) unconfirmed: IntGauge,
+    queue_messages: IntGauge,
+    queue_bytes: IntGauge,
+    queue_max_messages: IntGauge,
+    queue_max_bytes: IntGauge,
+    brokers_up: IntGauge,
+    broker_rtt: GaugeVec,
+    /// The series counted on every record, by stream, resolved once.
+    enqueued_of: Vec<IntCounter>,
+    delivered_of: Vec<IntCounter>,
+    latency: HistogramVec,
+    /// Created on first use: a stream with no delivery yet shows no
+    /// latency series.
+    latency_of: [OnceLock<Histogram>; Stream::ALL.len()],
+    /// `deliveries{result="failed"}` by stream and error class.
+    failed_of: Vec<Vec<IntCounter>>,
+}
+
+impl Kafka {
+    pub(super) fn new(r: &Reg<'_>) -> Self {
+        let enqueued = r.counter_vec(
+            "kafka_enqueued_total",
+            "Records handed to the Kafka producer's queue, by stream.",
+            &["stream"],
+        );
+        let deliveries = r.counter_vec(
+            "kafka_deliveries_total",
+            "Delivery reports from the Kafka producer, by stream, result and error class.",
+            &["stream", "result", "error_class"],
+        );
+        let latency = r.histogram_vec(
+            "kafka_delivery_latency_seconds",
+            "Time from handing a record to the producer to the broker's acknowledgement, by stream.",
+            DELIVERY_BUCKETS,
+            &["stream"],
+        );
+        let per_stream =
+            |f: &dyn Fn(Stream) -> IntCounter| Stream::ALL.iter().map(|s| f(*s)).collect();
+        Kafka {
+            enqueued_of: per_stream(&|s| enqueued.with_label_values(&[s.as_str()])),
+            delivered_of: per_stream(&|s| {
+                deliveries.with_label_values(&[s.as_str(), "delivered", "none"])
+            }),
+            failed_of: Stream::ALL
+                .iter()
+                .map(|s| {
+                    ErrorClass::ALL
+                        .iter()
+                        .map(|c| deliveries.with_label_values(&[s.as_str(), "failed", c.as_str()]))
+                        .collect()
+                })
+                .collect(),
+            latency,
+            latency_of: Default::default(),
+            enqueued,
+            deliveries,
+            unconfirmed: r.gauge(
+                "kafka_unconfirmed_events",
+                "Records answered OK and handed to the producer whose delivery report has not arrived yet.",
+            ),
+            queue_messages: r.gauge(
+                "kafka_producer_queue_messages",
+                "Messages in the producer's queue (librdkafka msg_cnt, from statistics).",
+            ),
+            queue_bytes: r.gauge(
+                "kafka_producer_queue_bytes",
+                "Bytes in the producer's queue (librdkafka msg_size, from statistics).",
+            ),
+            queue_max_messages: r.gauge(
+                "kafka_producer_queue_max_messages",
+                "Capacity of the producer's queue in messages (queue.buffering.max.messages).",
+            ),
+            queue_max_bytes: r.gauge(
+                "kafka_producer_queue_max_bytes",
+                "Capacity of the producer's queue in bytes (queue.buffering.max.kbytes).",
+            ),
+            brokers_up: r.gauge(
+                "kafka_brokers_up",
+                "Brokers the producer has an open connection to (state UP, from statistics).",
+            ),
+            broker_rtt: r.float_gauge_vec(
+                "kafka_broker_rtt_seconds",
+                "Average request round-trip time per broker over the last statistics window.",
+                &["broker"],
+            ),
+        }
+    }
+
+    /// `(delivered, failed)` reports so far.
+    pub(super) fn deliveries(&self) -> (u64, u64) {
+        let mut delivered = 0;
+        let mut failed = 0;
+        for m in self
+            .deliveries
+            .collect()
+            .iter()
+            .flat_map(|mf| mf.get_metric())
+        {
+            let n = m.get_counter().get_value() as u64;
+            for l in m.get_label() {
+                if l.name() == "result" {
+                    match l.value() {
+                        "delivered" => delivered += n,
+                        "failed" => failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        (delivered, failed)
+    }
+}
+
+impl Metrics {
+    /// A record was handed to the producer's queue.
+    pub fn enqueued(&self, stream: Stream) {
+        self.kafka.enqueued_of[stream as usize].inc();
+        self.kafka.unconfirmed.inc();
+    }
+
+    /// The broker acknowledged a record.
+    pub fn delivered(&self, stream: Stream, latency: Duration) {
+        let k = &self.kafka;
+        k.unconfirmed.dec();
+        k.delivered_of[stream as usize].inc();
+        k.latency_of[stream as usize]
+            .get_or_init(|| k.latency.with_label_values(&[stream.as_str()]))
+            .observe(latency.as_secs_f64());
+    }
+
+    /// The producer gave up on a record; the caller spools it.
+    pub fn delivery_failed(
+        &self,
+        stream: Stream,
+        class: ErrorClass,
+        event_id: &str,
+        error: &dyn Display,
+    ) {
+        self.kafka.unconfirmed.dec();
+        warn!(
+            stream = stream.as_str(),
+            error_class = class.as_str(),
+            event_id,
+            %error,
+            "Kafka delivery failed; the event goes to the spool."
+        );
+        self.kafka.failed_of[stream as usize][class as usize].inc();
+    }
+
+    /// librdkafka emitted its periodic statistics.
+    pub fn kafka_statistics(&self, stats: &Statistics) {
+        let k = &self.kafka;
+        k.queue_messages
+            .set(i64::try_from(stats.msg_cnt).unwrap_or(i64::MAX));
+        k.queue_bytes
+            .set(i64::try_from(stats.msg_size).unwrap_or(i64::MAX));
+        k.queue_max_messages
+            .set(i64::try_from(stats.msg_max).unwrap_or(i64::MAX));
+        k.queue_max_bytes
+            .set(i64::try_from(stats.msg_size_max).unwrap_or(i64::MAX));
+        let mut up = 0;
+        for broker in stats.brokers.values() {
+            // Bootstrap ("configured") entries are replaced by learned ones
+            // once metadata arrives; internal/logical ones are not brokers.
+            if broker.nodeid < 0 {
+                continue;
+            }
+            if broker.state == "UP" {
+                up += 1;
+            }
+            if let Some(rtt) = &broker.rtt {
+                k.broker_rtt
+                    .with_label_values(&[&broker.nodeid.to_string()])
+                    .set(rtt.avg as f64 / 1e6);
+            }
+        }
+        k.brokers_up.set(up);
+    }
+}
