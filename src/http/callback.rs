@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Method, Request, header};
-use http_body_util::{BodyExt, Limited};
+use http::{Method, Request, Response, header};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::State;
-use super::respond::Rejection;
+use super::respond::{self, Rejection};
 use crate::callback::{self, BodyError, CallbackQuery, Family, Keyed, NoEvents, Unparsed};
 use crate::clock::now_ms;
 use crate::config::{App, Config};
@@ -32,15 +32,102 @@ use crate::event::{Payload, Source};
 use crate::metrics::{Accepted, Counted};
 use crate::route::{Action, Destination};
 
-/// Handles one request on the callback port; `Ok` means "answer 200 OK".
-pub async fn handle(
+/// What an authentic callback answered 200 OK came to.
+#[derive(Debug)]
+pub enum Handled {
+    /// Its events were handed to the acknowledgement mode.
+    Published {
+        /// Its command's family.
+        family: Family,
+        /// The query's `CallbackCommand`.
+        command: String,
+        /// `callback` events (no type of their own).
+        generic: bool,
+        /// How many (a batch makes one per item).
+        events: usize,
+    },
+    /// Every event it carried was published within the de-duplication window.
+    Duplicate {
+        /// Its command's family.
+        family: Family,
+    },
+    /// Answered OK and only counted.
+    Counted {
+        /// Its command's family.
+        family: Family,
+        /// The query's `CallbackCommand`.
+        command: String,
+        /// Why.
+        why: Counted,
+    },
+    /// Authentic but unusable: published raw to the dead-letter topic.
+    DeadLettered {
+        /// Its command's family.
+        family: Family,
+        /// The query's `CallbackCommand`.
+        command: String,
+        /// What is wrong with the body.
+        error: BodyError,
+    },
+}
+
+/// Serves one request on the callback port: handles it, then answers,
+/// logs and counts it in one place ([`account`]).
+pub async fn serve(
     state: &State,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> Result<(Family, Accepted), Rejection> {
-    let config = &state.config;
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let result = handle(state, req, peer).await;
+    let response = account(state, result);
+    state.metrics.request_finished(started.elapsed());
+    response
+}
+
+/// The one place a handled request becomes its answer, its log line and
+/// its counters.
+fn account(state: &State, result: Result<Handled, Rejection>) -> Response<Full<Bytes>> {
+    let metrics = &state.metrics;
+    match result {
+        Ok(Handled::Published {
+            family,
+            command,
+            generic,
+            events,
+        }) => {
+            metrics.events_published(family, &command, generic, events);
+            metrics.callback_accepted(family, Accepted::Published);
+        }
+        Ok(Handled::Duplicate { family }) => metrics.callback_accepted(family, Accepted::Duplicate),
+        Ok(Handled::Counted {
+            family,
+            command,
+            why,
+        }) => metrics.callback_counted(family, &command, why),
+        Ok(Handled::DeadLettered {
+            family,
+            command,
+            error,
+        }) => metrics.callback_dead_lettered(family, error.fault(), &command, &error),
+        Err(rejection) => {
+            let a = rejection.answer();
+            metrics.callback_rejected(a.reason, a.status.as_u16(), &rejection);
+            return rejection.response();
+        }
+    }
+    respond::ok()
+}
+
+/// The source, path, method, query, app and signature checks, before the
+/// body is read: the query, its app and the receive time.
+fn authenticate<'s>(
+    config: &'s Config,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(CallbackQuery, &'s App, u64), Rejection> {
     if !config.allowed_sources.is_empty() {
-        let source = client_ip(config, &req, peer);
+        let source = client_ip(config, req, peer);
         if !config
             .allowed_sources
             .iter()
@@ -71,7 +158,17 @@ pub async fn handle(
         )
         .map_err(Rejection::Signature)?;
     }
+    Ok((query, app, received_at_ms))
+}
 
+/// Handles one request on the callback port; `Ok` means "answer 200 OK".
+async fn handle(
+    state: &State,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Handled, Rejection> {
+    let config = &state.config;
+    let (query, app, received_at_ms) = authenticate(config, &req, peer)?;
     let body = read_body(req, config).await?;
     let family = Family::of(&query.command);
     let source = callback::source(&query, received_at_ms);
@@ -87,21 +184,22 @@ pub async fn handle(
             return Err(Rejection::CommandMismatch { query, body });
         }
         Err(Unparsed::Invalid(e)) => {
-            return dead_letter(state, app, family, &query, &source, e, body).await;
+            return dead_letter(state, app, family, query.command, &source, e, body).await;
         }
+    };
+    let counted = |why| {
+        Ok(Handled::Counted {
+            family,
+            command: query.command.clone(),
+            why,
+        })
     };
     let route = config.routes.find(&query.command);
     if route.action == Action::Count {
-        state
-            .metrics
-            .callback_counted(family, &query.command, Counted::Route);
-        return Ok((family, Accepted::Counted));
+        return counted(Counted::Route);
     }
     if !config.publish_before && callback::is_before(&query.command) {
-        state
-            .metrics
-            .callback_counted(family, &query.command, Counted::Before);
-        return Ok((family, Accepted::Counted));
+        return counted(Counted::Before);
     }
     let topic = match &route.destination {
         Destination::OfficialAccount => app.topics.official_account.clone(),
@@ -111,21 +209,14 @@ pub async fn handle(
     let events = match callback::to_events(&source, &query.command, envelope, &route.key) {
         Ok(events) => events,
         Err(NoEvents::Invalid(e)) => {
-            return dead_letter(state, app, family, &query, &source, e, body).await;
+            return dead_letter(state, app, family, query.command, &source, e, body).await;
         }
-        Err(NoEvents::EmptyBatch) => {
-            state
-                .metrics
-                .callback_counted(family, &query.command, Counted::EmptyBatch);
-            return Ok((family, Accepted::Counted));
-        }
+        Err(NoEvents::EmptyBatch) => return counted(Counted::EmptyBatch),
         Err(NoEvents::CommandMismatch { query, body }) => {
             return Err(Rejection::CommandMismatch { query, body });
         }
     };
-    let outcome = publish(state, family, &query.command, topic, events).await?;
-    state.metrics.callback_accepted(family, outcome);
-    Ok((family, outcome))
+    publish(state, family, query.command, topic, events).await
 }
 
 /// Hands a callback's events to the acknowledgement mode, less those the
@@ -133,14 +224,14 @@ pub async fn handle(
 async fn publish(
     state: &State,
     family: Family,
-    command: &str,
+    command: String,
     topic: Arc<str>,
     events: Vec<Keyed>,
-) -> Result<Accepted, Rejection> {
+) -> Result<Handled, Rejection> {
     // The events of one callback share its command: what one says of being
     // a Before callback or a `callback` event holds for all of them.
     let Some(Keyed { event: first, .. }) = events.first() else {
-        return Ok(Accepted::Duplicate);
+        return Ok(Handled::Duplicate { family });
     };
     // A user's action waits for a Before callback's answer: its audit event
     // is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
@@ -153,7 +244,7 @@ async fn publish(
             let outcome = dedup.claim(&event.id, Instant::now());
             state.metrics.dedup_claimed(&outcome);
             if outcome.claim == Claim::Duplicate {
-                state.metrics.event_duplicate(command, &event.id);
+                state.metrics.event_duplicate(&command, &event.id);
                 continue;
             }
             claimed.push(event.id.clone());
@@ -162,7 +253,7 @@ async fn publish(
     }
     let published = fresh.len();
     if published == 0 {
-        return Ok(Accepted::Duplicate);
+        return Ok(Handled::Duplicate { family });
     }
     if let Err(e) = state.publisher.publish(fresh, &topic, at_once).await {
         if let Some(dedup) = &state.dedup {
@@ -172,10 +263,12 @@ async fn publish(
         }
         return Err(Rejection::Accept(e));
     }
-    state
-        .metrics
-        .events_published(family, command, generic, published);
-    Ok(Accepted::Published)
+    Ok(Handled::Published {
+        family,
+        command,
+        generic,
+        events: published,
+    })
 }
 
 /// The client's address: the socket's peer, or, when configured and the
@@ -205,21 +298,22 @@ async fn dead_letter(
     state: &State,
     app: &App,
     family: Family,
-    query: &CallbackQuery,
+    command: String,
     source: &Source,
     error: BodyError,
     body: Bytes,
-) -> Result<(Family, Accepted), Rejection> {
-    let dl = callback::dead_letter(source, &query.command, &error, body);
+) -> Result<Handled, Rejection> {
+    let dl = callback::dead_letter(source, &command, &error, body);
     state
         .publisher
         .dead_letter(&dl, app.topics.dead_letter.clone())
         .await
         .map_err(Rejection::Accept)?;
-    state
-        .metrics
-        .callback_dead_lettered(family, error.fault(), &query.command, &error);
-    Ok((family, Accepted::DeadLettered))
+    Ok(Handled::DeadLettered {
+        family,
+        command,
+        error,
+    })
 }
 
 /// Reads the whole body, refusing more than `BRIDGE_MAX_BODY_BYTES` (early,

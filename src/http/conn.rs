@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-use super::{State, callback, respond};
+use super::{State, callback};
 use crate::metrics::ConnectionClose;
 
 const IDLE: u8 = 0;
@@ -142,18 +142,7 @@ pub async fn serve<I>(
             let (state, activity) = (state.clone(), activity.clone());
             async move {
                 activity.set(BUSY);
-                let started = Instant::now();
-                let response = match callback::handle(&state, req, peer).await {
-                    Ok(_) => respond::ok(),
-                    Err(rejection) => {
-                        let a = rejection.answer();
-                        state
-                            .metrics
-                            .callback_rejected(a.reason, a.status.as_u16(), &rejection);
-                        rejection.response()
-                    }
-                };
-                state.metrics.request_finished(started.elapsed());
+                let response = callback::serve(&state, req, peer).await;
                 activity.set(IDLE);
                 Ok::<_, Infallible>(response)
             }
