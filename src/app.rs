@@ -37,15 +37,17 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses from `config`.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let callback = TcpListener::bind(config.listen)
+        let callback = TcpListener::bind(config.listen.callback)
             .await
-            .with_context(|| format!("cannot listen on BRIDGE_LISTEN={}", config.listen))?;
-        let admin = TcpListener::bind(config.admin_listen)
+            .with_context(|| {
+                format!("cannot listen on BRIDGE_LISTEN={}", config.listen.callback)
+            })?;
+        let admin = TcpListener::bind(config.listen.admin)
             .await
             .with_context(|| {
                 format!(
                     "cannot listen on BRIDGE_ADMIN_LISTEN={}",
-                    config.admin_listen
+                    config.listen.admin
                 )
             })?;
         Ok(Listeners { callback, admin })
@@ -65,7 +67,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<Snapshot> {
     tracing::debug!(?config, "Configuration loaded.");
-    if let Some(files) = &config.tls {
+    if let Some(files) = &config.listen.tls {
         // Fail at start, with the file named, rather than on the first connection.
         http::tls_acceptor(files)?;
     }
@@ -109,20 +111,20 @@ pub async fn run(
         }
     }
 
-    let health = Arc::new(Health::new(config.ack_mode));
-    let segment_bytes = (config.spool_max_bytes / 8).clamp(16 * 1024, 64 * 1024 * 1024);
+    let health = Arc::new(Health::new(config.spool.ack_mode));
+    let segment_bytes = (config.spool.max_bytes / 8).clamp(16 * 1024, 64 * 1024 * 1024);
     let spool = Spool::open(
-        &config.spool_dir,
-        config.spool_max_bytes,
+        &config.spool.dir,
+        config.spool.max_bytes,
         segment_bytes,
         metrics.clone(),
     )?;
-    metrics.spool_capacity(config.spool_max_bytes);
+    metrics.spool_capacity(config.spool.max_bytes);
     let kafka = Arc::new(KafkaSink::new(
         &config.kafka,
         topics,
         &bootstrap,
-        config.max_body_bytes,
+        config.limits.max_body_bytes,
         metrics.clone(),
         spool.clone(),
         health.draining(),
@@ -130,29 +132,30 @@ pub async fn run(
     let publisher = Publisher::new(
         kafka.clone(),
         spool.clone(),
-        config.ack_mode,
-        config.delivery_timeout,
+        config.spool.ack_mode,
+        config.spool.delivery_timeout,
     );
     let shutdown_timeout = config.shutdown_timeout;
     let (callback_addr, admin_addr) = listeners.local_addrs()?;
     info!(
-        callback = %format!("http://{callback_addr}{}", config.callback_path),
+        callback = %format!("http://{callback_addr}{}", config.listen.callback_path),
         admin = %format!("http://{admin_addr}"),
         topic = %config.kafka.topic,
         general_topic = %config.kafka.general_topic,
         dlq_topic = %config.kafka.dlq_topic,
-        routes = config.routes.iter().filter(|r| r.origin != "built-in").count(),
-        publish_before = config.publish_before,
-        dedup_window = ?config.dedup_window,
-        ack_mode = config.ack_mode.as_str(),
-        spool_dir = %config.spool_dir.display(),
+        routes = config.routing.routes.iter().filter(|r| r.origin != "built-in").count(),
+        publish_before = config.routing.publish_before,
+        dedup_window = ?config.routing.dedup_window,
+        ack_mode = config.spool.ack_mode.as_str(),
+        spool_dir = %config.spool.dir.display(),
         apps = config.apps.len(),
         "chat-kafka-bridge {} listening.",
         env!("CARGO_PKG_VERSION")
     );
     let dedup = config
+        .routing
         .dedup_window
-        .map(|w| crate::dedup::Dedup::new(w, config.dedup_max_entries));
+        .map(|w| crate::dedup::Dedup::new(w, config.routing.dedup_max_entries));
     let state = Arc::new(State {
         config,
         dedup,
@@ -293,7 +296,7 @@ async fn probe_kafka(
     let mut last_error = None::<String>;
     loop {
         spool.tick();
-        let room_for = (state.config.max_body_bytes as u64).min(64 * 1024);
+        let room_for = (state.config.limits.max_body_bytes as u64).min(64 * 1024);
         state.health.set_spool_full(spool.is_full(room_for));
         let k = kafka.clone();
         let result = tokio::task::spawn_blocking(move || k.probe(PROBE_INTERVAL))

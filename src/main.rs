@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use chat_kafka_bridge::{app, config, telemetry};
-use clap::Parser as _;
 
 /// mimalloc instead of glibc's malloc: a callback costs dozens of small
 /// allocations (JSON values, the record, its headers) made on one thread and
@@ -13,13 +12,13 @@ use clap::Parser as _;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = config::Cli::parse();
-    let config = match config::Config::load(cli, std::env::vars()) {
+    let config = match config::Config::from_args(std::env::args_os(), std::env::vars()) {
         Ok(c) => c,
-        Err(e) => {
+        Err(config::CliError::Config(e)) => {
             eprintln!("chat-kafka-bridge: {e}");
             return ExitCode::from(2);
         }
+        Err(config::CliError::Clap(e)) => e.exit(),
     };
     telemetry::init(config.log_format);
 

@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 use super::body::lenient_u64;
 use super::{BodyError, OfficialAccountCommand};
 
+/// A list item: its one required string, and its other fields.
+type Item = (String, Map<String, Value>);
+
 /// A body's fields, taken by name; what is left is the body's `extra`.
 struct Fields(Map<String, Value>);
 
@@ -54,7 +57,7 @@ impl Fields {
         &mut self,
         name: &'static str,
         item: &'static str,
-    ) -> Result<Vec<(String, Map<String, Value>)>, BodyError> {
+    ) -> Result<Vec<Item>, BodyError> {
         let items = match self.0.remove(name) {
             None => return Err(BodyError::MissingField(name)),
             Some(Value::Array(items)) => items,

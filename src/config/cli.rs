@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+
+use super::settings;
+use super::{AckMode, ConfigError, LogFormat, bad};
 
 const AFTER_HELP: &str = "\
 Every setting can also come from the environment (shown in brackets) or from the
@@ -50,165 +53,250 @@ Reference: docs/configuration.md, docs/metrics.md, docs/errors.md, docs/events.m
 )]
 pub struct Cli {
     /// TOML config file (see docs/configuration.md for its keys).
-    #[arg(long, env = "BRIDGE_CONFIG", value_name = "FILE")]
+    #[arg(long, env = settings::CONFIG.env, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address for Tencent's callbacks [default: 0.0.0.0:8080].
-    #[arg(long, env = "BRIDGE_LISTEN", value_name = "ADDR")]
+    /// Address for Tencent's callbacks.
+    #[arg(long, env = settings::LISTEN.env, value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// Address for /metrics, /healthz and /readyz [default: 0.0.0.0:9090].
-    #[arg(long, env = "BRIDGE_ADMIN_LISTEN", value_name = "ADDR")]
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = settings::ADMIN_LISTEN.env, value_name = "ADDR")]
     pub admin_listen: Option<String>,
 
-    /// Path of the webhook URL configured in Tencent's console [default: /callback].
-    #[arg(long, env = "BRIDGE_CALLBACK_PATH", value_name = "PATH")]
+    /// Path of the webhook URL configured in Tencent's console.
+    #[arg(long, env = settings::CALLBACK_PATH.env, value_name = "PATH")]
     pub callback_path: Option<String>,
 
-    /// Largest callback body accepted, in bytes; larger ones get 413 [default: 1048576].
-    #[arg(long, env = "BRIDGE_MAX_BODY_BYTES", value_name = "BYTES")]
+    /// Largest callback body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = settings::MAX_BODY_BYTES.env, value_name = "BYTES")]
     pub max_body_bytes: Option<String>,
 
-    /// How far RequestTime may be from the bridge's clock, e.g. 60s [default: 60s].
-    #[arg(long, env = "BRIDGE_SIGNATURE_MAX_SKEW", value_name = "DURATION")]
+    /// How far RequestTime may be from the bridge's clock, e.g. 60s.
+    #[arg(long, env = settings::SIGNATURE_MAX_SKEW.env, value_name = "DURATION")]
     pub signature_max_skew: Option<String>,
 
     /// SdkAppid of the single app to accept (more apps: use the config file).
-    #[arg(long, env = "BRIDGE_SDKAPPID", value_name = "ID")]
+    #[arg(long, env = settings::SDKAPPID.env, value_name = "ID")]
     pub sdk_app_id: Option<String>,
 
     /// Callback token of that app. Prefer the environment or a file: command
     /// lines are visible to other users of the machine.
     #[arg(
         long,
-        env = "BRIDGE_CALLBACK_TOKEN",
+        env = settings::CALLBACK_TOKEN.env,
         value_name = "TOKEN",
         hide_env_values = true
     )]
     pub callback_token: Option<String>,
 
     /// File holding that app's callback token (trailing newline ignored).
-    #[arg(long, env = "BRIDGE_CALLBACK_TOKEN_FILE", value_name = "FILE")]
+    #[arg(long, env = settings::CALLBACK_TOKEN_FILE.env, value_name = "FILE")]
     pub callback_token_file: Option<PathBuf>,
 
     /// Kafka bootstrap servers, comma-separated. Unset: embedded in-memory broker.
-    #[arg(long, env = "BRIDGE_KAFKA_BROKERS", value_name = "HOST:PORT,...")]
+    #[arg(long, env = settings::KAFKA_BROKERS.env, value_name = "HOST:PORT,...")]
     pub kafka_brokers: Option<String>,
 
-    /// Topic for normalized events [default: official-account-events].
-    #[arg(long, env = "BRIDGE_KAFKA_TOPIC", value_name = "TOPIC")]
+    /// Topic for normalized events.
+    #[arg(long, env = settings::KAFKA_TOPIC.env, value_name = "TOPIC")]
     pub kafka_topic: Option<String>,
 
     /// Topic for the events of every command outside OfficialAccount.* (group,
     /// one-to-one, status, push, unknown ones), unless a route names another
-    /// [default: chat-callback-events].
-    #[arg(long, env = "BRIDGE_KAFKA_GENERAL_TOPIC", value_name = "TOPIC")]
+    ///.
+    #[arg(long, env = settings::KAFKA_GENERAL_TOPIC.env, value_name = "TOPIC")]
     pub kafka_general_topic: Option<String>,
 
     /// Topic for authentic callbacks that could not be normalized, published raw
-    /// [default: official-account-events-dlq].
-    #[arg(long, env = "BRIDGE_KAFKA_DLQ_TOPIC", value_name = "TOPIC")]
+    /// [default: BRIDGE_KAFKA_TOPIC's value followed by -dlq].
+    #[arg(long, env = settings::KAFKA_DLQ_TOPIC.env, value_name = "TOPIC")]
     pub kafka_dlq_topic: Option<String>,
 
     /// A librdkafka property, name=value (repeatable); overrides the bridge's defaults.
     #[arg(long = "kafka-property", value_name = "NAME=VALUE")]
     pub kafka_properties: Vec<String>,
 
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "BRIDGE_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    /// Log format: text (human-readable lines) or json (one object per line).
+    #[arg(long, env = settings::LOG_FORMAT.env, value_name = "FORMAT", value_enum, hide_possible_values = true)]
+    pub log_format: Option<LogFormat>,
 
     /// Upper bound on the drain after SIGTERM: in-flight requests, then the
-    /// producer flush [default: 20s]. Keep it below the pod's termination grace period.
-    #[arg(long, env = "BRIDGE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    /// producer flush. Keep it below the pod's termination grace period.
+    #[arg(long, env = settings::SHUTDOWN_TIMEOUT.env, value_name = "DURATION")]
     pub shutdown_timeout: Option<String>,
 
     /// Most connections open at once on the callback port; more are closed at once
-    /// [default: 4096].
-    #[arg(long, env = "BRIDGE_MAX_CONNECTIONS", value_name = "N")]
+    ///.
+    #[arg(long, env = settings::MAX_CONNECTIONS.env, value_name = "N")]
     pub max_connections: Option<String>,
 
     /// Time a client has to send a request's head (request line and headers),
-    /// counted from its first byte; slower clients are disconnected [default: 10s].
-    #[arg(long, env = "BRIDGE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    /// counted from its first byte; slower clients are disconnected.
+    #[arg(long, env = settings::HEADER_READ_TIMEOUT.env, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
 
-    /// Time a keep-alive connection may wait for its next request [default: 60s].
-    #[arg(long, env = "BRIDGE_IDLE_TIMEOUT", value_name = "DURATION")]
+    /// Time a keep-alive connection may wait for its next request.
+    #[arg(long, env = settings::IDLE_TIMEOUT.env, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
 
-    /// Time a client has to send a request's body; slower ones get 408 [default: 10s].
-    #[arg(long, env = "BRIDGE_BODY_READ_TIMEOUT", value_name = "DURATION")]
+    /// Time a client has to send a request's body; slower ones get 408.
+    #[arg(long, env = settings::BODY_READ_TIMEOUT.env, value_name = "DURATION")]
     pub body_read_timeout: Option<String>,
 
     /// Largest request head (request line and headers) in bytes; larger ones
-    /// get 431 [default: 16384].
-    #[arg(long, env = "BRIDGE_MAX_HEADER_BYTES", value_name = "BYTES")]
+    /// get 431.
+    #[arg(long, env = settings::MAX_HEADER_BYTES.env, value_name = "BYTES")]
     pub max_header_bytes: Option<String>,
 
-    /// Deepest JSON nesting accepted in a body; deeper ones get 400 [default: 32].
-    #[arg(long, env = "BRIDGE_MAX_JSON_DEPTH", value_name = "N")]
+    /// Deepest JSON nesting accepted in a body; deeper ones get 400.
+    #[arg(long, env = settings::MAX_JSON_DEPTH.env, value_name = "N")]
     pub max_json_depth: Option<String>,
 
     /// Comma-separated CIDRs allowed to send callbacks, e.g. Tencent's callback
     /// egress ranges; others get 403. Unset: any source.
-    #[arg(long, env = "BRIDGE_ALLOWED_SOURCES", value_name = "CIDR,...")]
+    #[arg(long, env = settings::ALLOWED_SOURCES.env, value_name = "CIDR,...")]
     pub allowed_sources: Option<String>,
 
     /// Header a trusted reverse proxy sets to the client's address, e.g.
     /// X-Forwarded-For (its last address is used). Unset: the socket's peer.
-    #[arg(long, env = "BRIDGE_TRUSTED_PROXY_HEADER", value_name = "HEADER")]
+    #[arg(long, env = settings::TRUSTED_PROXY_HEADER.env, value_name = "HEADER")]
     pub trusted_proxy_header: Option<String>,
 
     /// Comma-separated CIDRs of the proxies whose BRIDGE_TRUSTED_PROXY_HEADER
     /// is believed. Unset: any peer's.
-    #[arg(long, env = "BRIDGE_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    #[arg(long, env = settings::TRUSTED_PROXIES.env, value_name = "CIDR,...")]
     pub trusted_proxies: Option<String>,
 
     /// PEM certificate chain: serve the callback port over HTTPS (needs
     /// BRIDGE_TLS_KEY_FILE). Unset: plain HTTP, for a TLS-terminating ingress.
-    #[arg(long, env = "BRIDGE_TLS_CERT_FILE", value_name = "FILE")]
+    #[arg(long, env = settings::TLS_CERT_FILE.env, value_name = "FILE")]
     pub tls_cert_file: Option<PathBuf>,
 
     /// PEM private key for BRIDGE_TLS_CERT_FILE.
-    #[arg(long, env = "BRIDGE_TLS_KEY_FILE", value_name = "FILE")]
+    #[arg(long, env = settings::TLS_KEY_FILE.env, value_name = "FILE")]
     pub tls_key_file: Option<PathBuf>,
 
     /// When a callback is answered OK: enqueued (in the producer's memory queue),
     /// spooled (fsync'd to the local spool) or delivered (acknowledged by Kafka,
-    /// or spooled after BRIDGE_DELIVERY_TIMEOUT) [default: enqueued].
-    #[arg(long, env = "BRIDGE_ACK_MODE", value_name = "MODE")]
-    pub ack_mode: Option<String>,
+    /// or spooled after BRIDGE_DELIVERY_TIMEOUT).
+    #[arg(long, env = settings::ACK_MODE.env, value_name = "MODE", value_enum, hide_possible_values = true)]
+    pub ack_mode: Option<AckMode>,
 
     /// In delivered mode, how long to wait for Kafka before spooling and
-    /// answering; must stay well under Tencent's 2 s timeout [default: 1s].
-    #[arg(long, env = "BRIDGE_DELIVERY_TIMEOUT", value_name = "DURATION")]
+    /// answering; must stay well under Tencent's 2 s timeout.
+    #[arg(long, env = settings::DELIVERY_TIMEOUT.env, value_name = "DURATION")]
     pub delivery_timeout: Option<String>,
 
     /// Directory of the local spool, where events wait while Kafka cannot take
-    /// them; one per bridge process [default: spool].
-    #[arg(long, env = "BRIDGE_SPOOL_DIR", value_name = "DIR")]
+    /// them; one per bridge process.
+    #[arg(long, env = settings::SPOOL_DIR.env, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
 
     /// Most bytes the spool may use; when full, callbacks that need it get 503
-    /// [default: 1073741824].
-    #[arg(long, env = "BRIDGE_SPOOL_MAX_BYTES", value_name = "BYTES")]
+    ///.
+    #[arg(long, env = settings::SPOOL_MAX_BYTES.env, value_name = "BYTES")]
     pub spool_max_bytes: Option<String>,
 
     /// Publish "Before" callbacks (CallbackBefore*, Sns.CallbackPrev*) as audit
     /// events with before=true: true or false. They are answered "allow" at
-    /// once either way; false only counts them [default: true].
-    #[arg(long, env = "BRIDGE_PUBLISH_BEFORE", value_name = "BOOL")]
-    pub publish_before: Option<String>,
+    /// once either way; false only counts them.
+    #[arg(
+        long,
+        env = settings::PUBLISH_BEFORE.env,
+        value_name = "BOOL",
+        hide_possible_values = true
+    )]
+    pub publish_before: Option<bool>,
 
     /// De-duplication window, e.g. 10m: a callback whose event id was published
     /// within it is answered OK and counted, not published again. Per process;
-    /// 0s turns it off [default: 0s (off)].
-    #[arg(long, env = "BRIDGE_DEDUP_WINDOW", value_name = "DURATION")]
+    /// 0s turns it off.
+    #[arg(long, env = settings::DEDUP_WINDOW.env, value_name = "DURATION")]
     pub dedup_window: Option<String>,
 
     /// Most event ids the de-duplication window remembers (about 100 bytes
-    /// each); past it the oldest are forgotten early [default: 100000].
-    #[arg(long, env = "BRIDGE_DEDUP_MAX_ENTRIES", value_name = "N")]
+    /// each); past it the oldest are forgotten early.
+    #[arg(long, env = settings::DEDUP_MAX_ENTRIES.env, value_name = "N")]
     pub dedup_max_entries: Option<String>,
+}
+
+impl Cli {
+    /// The command line, with each setting's default (from
+    /// [`settings`]) shown in its help.
+    pub fn command() -> clap::Command {
+        let mut cmd = <Cli as CommandFactory>::command();
+        for setting in settings::ALL {
+            let Some(default) = setting.default else {
+                continue;
+            };
+            let id = cmd
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == setting.env))
+                .map(|a| a.get_id().clone());
+            if let Some(id) = id {
+                cmd = cmd.mut_arg(id, |a| {
+                    let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                    a.help(format!("{} [default: {default}]", help.trim_end()))
+                });
+            }
+        }
+        cmd
+    }
+
+    /// Parses `args` (the first is the program name) and the environment.
+    /// An invalid value becomes a [`ConfigError`] naming its setting; other
+    /// errors (and `--help`, `--version`) are clap's to print.
+    pub fn parse_from<I, T>(args: I) -> Result<Cli, CliError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cmd = Self::command();
+        let matches: ArgMatches = match cmd.clone().try_get_matches_from(args) {
+            Ok(m) => m,
+            Err(e) => return Err(invalid_value(&cmd, e)),
+        };
+        Cli::from_arg_matches(&matches).map_err(CliError::Clap)
+    }
+}
+
+/// Why the command line could not be parsed.
+#[derive(Debug)]
+pub enum CliError {
+    /// A setting has a value it cannot take.
+    Config(ConfigError),
+    /// Anything else, `--help` and `--version` included: clap prints it.
+    Clap(clap::Error),
+}
+
+/// clap's "invalid value" error for a setting, in our one-line form:
+/// `invalid setting BRIDGE_ACK_MODE: "x" is not one of: enqueued, ...`.
+fn invalid_value(cmd: &clap::Command, e: clap::Error) -> CliError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::InvalidValue {
+        return CliError::Clap(e);
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return CliError::Clap(e);
+    };
+    let long = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("--");
+    let env = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .and_then(|e| e.to_str())
+        .map_or_else(|| format!("--{long}"), str::to_owned);
+    let valid = match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(v)) => v.join(", "),
+        _ => "true, false".to_owned(),
+    };
+    CliError::Config(bad(env, format!("{value:?} is not one of: {valid}")))
 }

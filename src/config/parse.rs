@@ -21,20 +21,13 @@ pub(super) fn number<T: std::str::FromStr>(setting: &str, value: &str) -> Result
     })
 }
 
-pub(super) fn duration(
-    setting: &str,
-    value: Option<String>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
-            bad(
-                setting,
-                format!("{v:?} is not a duration like 60s or 1m30s ({e})"),
-            )
-        }),
-    }
+pub(super) fn duration(setting: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        bad(
+            setting,
+            format!("{value:?} is not a duration like 60s or 1m30s ({e})"),
+        )
+    })
 }
 
 pub(super) fn topic_name(setting: &str, name: String) -> Result<String, ConfigError> {

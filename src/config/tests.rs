@@ -1,5 +1,7 @@
 //! Configuration tests: defaults, layering, validation errors.
 
+use std::path::PathBuf;
+
 use super::*;
 use clap::Parser as _;
 
@@ -9,30 +11,38 @@ fn cli(args: &[&str]) -> Cli {
     Cli::try_parse_from(all).expect("valid flags")
 }
 
+/// Parses and loads `args` as the binary does; a value clap refuses is a
+/// [`ConfigError`] too.
 fn load(args: &[&str]) -> Result<Config, ConfigError> {
-    Config::load(cli(args), Vec::new())
+    let mut all = vec!["chat-kafka-bridge"];
+    all.extend_from_slice(args);
+    match Config::from_args(all, Vec::<(String, String)>::new()) {
+        Ok(c) => Ok(c),
+        Err(CliError::Config(e)) => Err(e),
+        Err(CliError::Clap(e)) => panic!("{args:?}: {e}"),
+    }
 }
 
 #[test]
 fn defaults_start_the_demo() {
     let c = load(&[]).expect("defaults are valid");
-    assert_eq!(c.listen, "0.0.0.0:8080".parse().expect("addr"));
-    assert_eq!(c.admin_listen, "0.0.0.0:9090".parse().expect("addr"));
-    assert_eq!(c.callback_path, "/callback");
-    assert_eq!(c.max_body_bytes, 1 << 20);
-    assert_eq!(c.signature_max_skew, Duration::from_secs(60));
+    assert_eq!(c.listen.callback, "0.0.0.0:8080".parse().expect("addr"));
+    assert_eq!(c.listen.admin, "0.0.0.0:9090".parse().expect("addr"));
+    assert_eq!(c.listen.callback_path, "/callback");
+    assert_eq!(c.limits.max_body_bytes, 1 << 20);
+    assert_eq!(c.limits.signature_max_skew, Duration::from_secs(60));
     assert_eq!(c.kafka.topic, "official-account-events");
     assert_eq!(c.kafka.dlq_topic, "official-account-events-dlq");
     assert!(c.kafka.brokers.is_none());
     assert!(c.is_demo());
-    assert_eq!(c.ack_mode, AckMode::Enqueued);
-    assert_eq!(c.delivery_timeout, Duration::from_secs(1));
-    assert_eq!(c.spool_dir, PathBuf::from("spool"));
-    assert_eq!(c.spool_max_bytes, 1 << 30);
+    assert_eq!(c.spool.ack_mode, AckMode::Enqueued);
+    assert_eq!(c.spool.delivery_timeout, Duration::from_secs(1));
+    assert_eq!(c.spool.dir, PathBuf::from("spool"));
+    assert_eq!(c.spool.max_bytes, 1 << 30);
     assert_eq!(c.kafka.general_topic, "chat-callback-events");
-    assert!(c.publish_before);
-    assert_eq!(c.dedup_window, None);
-    assert_eq!(c.dedup_max_entries, 100_000);
+    assert!(c.routing.publish_before);
+    assert_eq!(c.routing.dedup_window, None);
+    assert_eq!(c.routing.dedup_max_entries, 100_000);
     assert_eq!(
         c.topics(),
         vec![
@@ -72,9 +82,9 @@ action = "count"
     )
     .expect("write");
     let c = load(&["--config", path.to_str().expect("utf-8")]).expect("valid file");
-    assert!(!c.publish_before);
-    assert_eq!(c.dedup_window, Some(Duration::from_secs(600)));
-    assert_eq!(c.dedup_max_entries, 5000);
+    assert!(!c.routing.publish_before);
+    assert_eq!(c.routing.dedup_window, Some(Duration::from_secs(600)));
+    assert_eq!(c.routing.dedup_max_entries, 5000);
     let nine = &c.apps[&9].topics;
     assert_eq!(&*nine.official_account, "nine-oa");
     assert_eq!(&*nine.general, "chat-callback-events");
@@ -84,7 +94,7 @@ action = "count"
         vec!["chat-callback-events", "groups", "nine-dlq", "nine-oa"]
     );
     assert_eq!(
-        c.routes.find("Bot.CallbackX").action,
+        c.routing.routes.find("Bot.CallbackX").action,
         crate::route::Action::Count
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -235,12 +245,12 @@ topic = "t1"
     )
     .expect("valid");
     assert_eq!(
-        c.listen,
+        c.listen.callback,
         "127.0.0.1:2".parse().expect("addr"),
         "flag beats file"
     );
-    assert_eq!(c.callback_path, "/tencent");
-    assert_eq!(c.signature_max_skew, Duration::from_secs(30));
+    assert_eq!(c.listen.callback_path, "/tencent");
+    assert_eq!(c.limits.signature_max_skew, Duration::from_secs(30));
     assert_eq!(c.apps[&1].tokens, vec![Secret::new("file-token")]);
     assert!(c.apps[&2].tokens.is_empty());
     assert_eq!(c.kafka.brokers.as_deref(), Some("file:9092"));
@@ -284,4 +294,30 @@ fn secrets_never_print() {
     let shown = format!("{c:?}");
     assert!(!shown.contains("supersecret"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+/// Every setting of `settings.rs` is an argument with that variable, and
+/// `--help` shows its default from there: the name and the default are
+/// written once.
+#[test]
+fn every_setting_is_an_argument_and_help_shows_its_default() {
+    let mut cmd = Cli::command();
+    let help = cmd.render_help().to_string();
+    for setting in settings::ALL {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == setting.env))
+            .unwrap_or_else(|| panic!("{} has no argument", setting.env));
+        if let Some(default) = setting.default {
+            let shown = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                shown.ends_with(&format!("[default: {default}]")),
+                "{}: {shown}",
+                setting.env
+            );
+        }
+    }
+    let args_with_env = cmd.get_arguments().filter(|a| a.get_env().is_some()).count();
+    assert_eq!(args_with_env, settings::ALL.len());
+    assert!(help.contains("[default: 0.0.0.0:8080]"), "{help}");
 }

@@ -126,9 +126,10 @@ fn authenticate<'s>(
     req: &Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<(CallbackQuery, &'s App, u64), Rejection> {
-    if !config.allowed_sources.is_empty() {
+    if !config.listen.allowed_sources.is_empty() {
         let source = client_ip(config, req, peer);
         if !config
+            .listen
             .allowed_sources
             .iter()
             .any(|net| net.contains(&source))
@@ -136,7 +137,7 @@ fn authenticate<'s>(
             return Err(Rejection::SourceNotAllowed(source));
         }
     }
-    if req.uri().path() != config.callback_path {
+    if req.uri().path() != config.listen.callback_path {
         return Err(Rejection::NotFound);
     }
     if req.method() != Method::POST {
@@ -154,7 +155,7 @@ fn authenticate<'s>(
             query.sign.as_deref(),
             query.request_time.as_deref(),
             i64::try_from(received_at_ms / 1000).unwrap_or(i64::MAX),
-            config.signature_max_skew,
+            config.limits.signature_max_skew,
         )
         .map_err(Rejection::Signature)?;
     }
@@ -172,11 +173,11 @@ async fn handle(
     let body = read_body(req, config).await?;
     let family = Family::of(&query.command);
     let source = callback::source(&query, received_at_ms);
-    let envelope = match callback::parse(&body, &query.command, config.max_json_depth) {
+    let envelope = match callback::parse(&body, &query.command, config.limits.max_json_depth) {
         Ok(envelope) => envelope,
         Err(Unparsed::TooDeep) => {
             return Err(Rejection::BodyTooDeep {
-                limit: config.max_json_depth,
+                limit: config.limits.max_json_depth,
             });
         }
         Err(Unparsed::NotJson(e)) => return Err(Rejection::BodyNotJson(e.to_string())),
@@ -194,11 +195,11 @@ async fn handle(
             why,
         })
     };
-    let route = config.routes.find(&query.command);
+    let route = config.routing.routes.find(&query.command);
     if route.action == Action::Count {
         return counted(Counted::Route);
     }
-    if !config.publish_before && callback::is_before(&query.command) {
+    if !config.routing.publish_before && callback::is_before(&query.command) {
         return counted(Counted::Before);
     }
     let topic = match &route.destination {
@@ -275,11 +276,15 @@ async fn publish(
 /// peer is a trusted proxy, the last address in the proxy's header.
 fn client_ip<B>(config: &Config, req: &Request<B>, peer: SocketAddr) -> IpAddr {
     let peer_ip = peer.ip();
-    let Some(name) = &config.trusted_proxy_header else {
+    let Some(name) = &config.listen.trusted_proxy_header else {
         return peer_ip;
     };
-    let trusted = config.trusted_proxies.is_empty()
-        || config.trusted_proxies.iter().any(|n| n.contains(&peer_ip));
+    let trusted = config.listen.trusted_proxies.is_empty()
+        || config
+            .listen
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&peer_ip));
     if !trusted {
         return peer_ip;
     }
@@ -323,7 +328,7 @@ async fn dead_letter(
 /// and `Content-Length` both come it drops the length and closes the
 /// connection after the answer (RFC 9112 §6.3), so nothing can be smuggled.
 async fn read_body(req: Request<Incoming>, config: &Config) -> Result<Bytes, Rejection> {
-    let limit = config.max_body_bytes;
+    let limit = config.limits.max_body_bytes;
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -334,9 +339,9 @@ async fn read_body(req: Request<Incoming>, config: &Config) -> Result<Bytes, Rej
     }
     #[allow(clippy::disallowed_methods)] // bounded by Limited and by the timeout
     let collect = Limited::new(req.into_body(), limit).collect();
-    match tokio::time::timeout(config.body_read_timeout, collect).await {
+    match tokio::time::timeout(config.limits.body_read_timeout, collect).await {
         Err(_) => Err(Rejection::BodyTimeout {
-            timeout: config.body_read_timeout,
+            timeout: config.limits.body_read_timeout,
         }),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {

@@ -134,7 +134,10 @@ pub async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &state.config;
-    let (idle_timeout, header_timeout) = (config.idle_timeout, config.header_read_timeout);
+    let (idle_timeout, header_timeout) = (
+        config.limits.idle_timeout,
+        config.limits.header_read_timeout,
+    );
     let activity = Arc::new(Activity::new());
     let service = {
         let (state, activity) = (state.clone(), activity.clone());
@@ -152,8 +155,8 @@ pub async fn serve<I>(
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .max_header_size(config.max_header_bytes)
-        .max_buf_size(config.max_header_bytes.max(8192) + 8192)
+        .max_header_size(config.limits.max_header_bytes)
+        .max_buf_size(config.limits.max_header_bytes.max(8192) + 8192)
         .max_headers(100)
         // hyper's own head timer runs from the end of the previous request, so
         // it covers idle + head; the watchdog below trips first.

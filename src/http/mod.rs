@@ -49,9 +49,9 @@ pub async fn serve_callbacks(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let limit = state.config.max_connections;
+    let limit = state.config.limits.max_connections;
     let permits = Arc::new(Semaphore::new(limit));
-    let acceptor = match &state.config.tls {
+    let acceptor = match &state.config.listen.tls {
         Some(files) => match tls::acceptor(files) {
             Ok(a) => Some(a),
             Err(e) => {
@@ -96,7 +96,7 @@ pub async fn serve_callbacks(
                 None => conn::serve(stream, peer, state.clone(), closing).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(
-                        state.config.header_read_timeout,
+                        state.config.limits.header_read_timeout,
                         acceptor.accept(stream),
                     )
                     .await;
