@@ -1,30 +1,38 @@
-//! Wiring: start the sink (and the embedded broker when no brokers are
-//! configured), the readiness probe and both listeners; then the shutdown
-//! sequence.
+//! Wiring and the shutdown sequence.
 //!
-//! Shutdown: readiness goes false → stop accepting → finish in-flight
-//! requests → stop the forwarder → flush the producer (what does not flush
-//! in time is purged, and so spooled) → close the spool → log final counts.
-//! The drain is bounded by `BRIDGE_SHUTDOWN_TIMEOUT`.
+//! [`run`] starts the bridge ([`Bridge::start`]: the embedded broker when
+//! no brokers are configured, the spool, the producer, the request state),
+//! spawns its background tasks ([`Tasks`]: the readiness probe, the spool's
+//! upkeep, the forwarder, the admin port), serves callbacks until the
+//! shutdown signal, and then stops in named steps ([`Bridge::shutdown`]):
+//! readiness goes false → stop accepting → finish in-flight requests →
+//! publish the spool while Kafka is up → stop the forwarder → flush the
+//! producer (what does not flush in time is purged, and so spooled) →
+//! close the spool → stop the tasks → log final counts. The whole drain is
+//! bounded by `BRIDGE_SHUTDOWN_TIMEOUT`.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, DEMO_SDK_APP_ID, DEMO_TOKEN};
-use crate::health::Health;
+use crate::health::{Health, KafkaReachable};
 use crate::http::{self, State};
 use crate::metrics::{Metrics, Snapshot};
 use crate::sink::{EmbeddedKafka, KafkaSink, Publisher, Spool, forward};
 
-/// How often readiness asks Kafka for the events topic's metadata.
+/// How often readiness asks Kafka for the topics' metadata.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the spool's gauges, checkpoint and fullness are refreshed:
+/// the checkpoint bounds what a crash replays.
+const SPOOL_UPKEEP_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The two bound listeners. Tests bind `127.0.0.1:0` and read the ports.
 pub struct Listeners {
@@ -37,19 +45,13 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses from `config`.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let callback = TcpListener::bind(config.listen.callback)
+        let at = &config.listen;
+        let callback = TcpListener::bind(at.callback)
             .await
-            .with_context(|| {
-                format!("cannot listen on BRIDGE_LISTEN={}", config.listen.callback)
-            })?;
-        let admin = TcpListener::bind(config.listen.admin)
+            .with_context(|| format!("cannot listen on BRIDGE_LISTEN={}", at.callback))?;
+        let admin = TcpListener::bind(at.admin)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on BRIDGE_ADMIN_LISTEN={}",
-                    config.listen.admin
-                )
-            })?;
+            .with_context(|| format!("cannot listen on BRIDGE_ADMIN_LISTEN={}", at.admin))?;
         Ok(Listeners { callback, admin })
     }
 
@@ -67,34 +69,234 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<Snapshot> {
     tracing::debug!(?config, "Configuration loaded.");
-    if let Some(files) = &config.listen.tls {
-        // Fail at start, with the file named, rather than on the first connection.
-        http::tls_acceptor(files)?;
-    }
-    let metrics = Arc::new(Metrics::new());
+    let (callback_addr, admin_addr) = listeners.local_addrs()?;
+    let bridge = Bridge::start(config)?;
+    bridge.announce(callback_addr, admin_addr);
+    let tasks = bridge.spawn_tasks(listeners.admin);
+    let signalled = bridge.serve(listeners.callback, shutdown).await;
+    Ok(bridge.shutdown(signalled, tasks).await)
+}
 
-    let topics = config.topics();
-    let embedded = match &config.kafka.brokers {
-        Some(_) => None,
-        None => {
-            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            let e = EmbeddedKafka::start(&names)?;
-            warn!(
-                "No Kafka brokers configured (BRIDGE_KAFKA_BROKERS): using an embedded in-memory broker. Events are NOT persisted."
-            );
-            info!(
-                topics = topics.join(","),
-                "Embedded Kafka broker started: bootstrap.servers={}",
-                e.bootstrap_servers()
-            );
-            Some(e)
+/// A started bridge: what the shutdown steps need.
+struct Bridge {
+    state: Arc<State>,
+    kafka: Arc<KafkaSink>,
+    spool: Spool,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    shutdown_timeout: Duration,
+    /// Kept alive until the producer is gone.
+    embedded: Option<EmbeddedKafka>,
+}
+
+/// The background tasks and how to stop them.
+struct Tasks {
+    /// Stops the probe, the upkeep and the admin port (last).
+    stop: watch::Sender<bool>,
+    /// Stops the forwarder (before the flush).
+    stop_forwarder: watch::Sender<bool>,
+    forwarder: JoinHandle<()>,
+    others: Vec<JoinHandle<()>>,
+}
+
+/// Resolves once `rx` turns true.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl Bridge {
+    /// Wiring: the embedded broker (no brokers configured), the spool, the
+    /// producer, the publisher and the request state.
+    fn start(config: Config) -> anyhow::Result<Bridge> {
+        if let Some(files) = &config.listen.tls {
+            // Fail at start, with the file named, rather than on the first connection.
+            http::tls_acceptor(files)?;
         }
-    };
-    let bootstrap = match (&config.kafka.brokers, &embedded) {
-        (Some(b), _) => b.clone(),
-        (None, Some(e)) => e.bootstrap_servers().to_owned(),
-        (None, None) => unreachable!("embedded broker started above when no brokers are set"),
-    };
+        let metrics = Arc::new(Metrics::new());
+        let topics = config.topics();
+        let embedded = match &config.kafka.brokers {
+            Some(_) => None,
+            None => Some(start_embedded(&topics)?),
+        };
+        let bootstrap = match (&config.kafka.brokers, &embedded) {
+            (Some(b), _) => b.clone(),
+            (None, Some(e)) => e.bootstrap_servers().to_owned(),
+            (None, None) => unreachable!("embedded broker started above when no brokers are set"),
+        };
+        warn_about_apps(&config);
+
+        let health = Arc::new(Health::new(config.spool.ack_mode));
+        let max_bytes = config.spool.max_bytes;
+        let segment_bytes = (max_bytes / 8).clamp(16 * 1024, 64 * 1024 * 1024);
+        let spool = Spool::open(&config.spool.dir, max_bytes, segment_bytes, metrics.clone())?;
+        metrics.spool_capacity(max_bytes);
+        let kafka = Arc::new(KafkaSink::new(
+            &config.kafka,
+            topics,
+            &bootstrap,
+            config.limits.max_body_bytes,
+            metrics.clone(),
+            spool.clone(),
+            health.draining(),
+        )?);
+        let publisher = Publisher::new(
+            kafka.clone(),
+            spool.clone(),
+            config.spool.ack_mode,
+            config.spool.delivery_timeout,
+        );
+        let dedup = config
+            .routing
+            .dedup_window
+            .map(|w| crate::dedup::Dedup::new(w, config.routing.dedup_max_entries));
+        let shutdown_timeout = config.shutdown_timeout;
+        let state = Arc::new(State {
+            config,
+            dedup,
+            metrics: metrics.clone(),
+            publisher,
+            health: health.clone(),
+        });
+        Ok(Bridge {
+            state,
+            kafka,
+            spool,
+            health,
+            metrics,
+            shutdown_timeout,
+            embedded,
+        })
+    }
+
+    /// The one "listening" line, with what an operator checks first.
+    fn announce(&self, callback: SocketAddr, admin: SocketAddr) {
+        let config = &self.state.config;
+        info!(
+            callback = %format!("http://{callback}{}", config.listen.callback_path),
+            admin = %format!("http://{admin}"),
+            topic = %config.kafka.topic,
+            general_topic = %config.kafka.general_topic,
+            dlq_topic = %config.kafka.dlq_topic,
+            routes = config.routing.routes.iter().filter(|r| r.origin != "built-in").count(),
+            publish_before = config.routing.publish_before,
+            dedup_window = ?config.routing.dedup_window,
+            ack_mode = config.spool.ack_mode.as_str(),
+            spool_dir = %config.spool.dir.display(),
+            apps = config.apps.len(),
+            "chat-kafka-bridge {} listening.",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+
+    /// The readiness probe, the spool's upkeep, the forwarder and the admin port.
+    fn spawn_tasks(&self, admin: TcpListener) -> Tasks {
+        let (stop, stop_rx) = watch::channel(false);
+        let (stop_forwarder, forwarder_rx) = watch::channel(false);
+        let probe = tokio::spawn(probe_kafka(
+            self.kafka.clone(),
+            self.health.clone(),
+            self.metrics.clone(),
+            stopped(stop_rx.clone()),
+        ));
+        let room_for = (self.state.config.limits.max_body_bytes as u64).min(64 * 1024);
+        let upkeep = tokio::spawn(spool_upkeep(
+            self.spool.clone(),
+            self.health.clone(),
+            room_for,
+            stopped(stop_rx.clone()),
+        ));
+        let admin = tokio::spawn(http::serve_admin(
+            admin,
+            self.state.clone(),
+            stopped(stop_rx),
+        ));
+        let forwarder = tokio::spawn(forward::run(
+            self.spool.clone(),
+            self.kafka.clone(),
+            self.health.kafka(),
+            self.metrics.clone(),
+            stopped(forwarder_rx),
+        ));
+        Tasks {
+            stop,
+            stop_forwarder,
+            forwarder,
+            others: vec![probe, upkeep, admin],
+        }
+    }
+
+    /// Serves callbacks until `shutdown` resolves; then readiness goes false,
+    /// the listener closes and in-flight requests finish (within the
+    /// shutdown timeout). Returns when the signal came.
+    async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Instant {
+        let (stop_accepting, rx) = watch::channel(false);
+        let server = tokio::spawn(http::serve_callbacks(
+            listener,
+            self.state.clone(),
+            stopped(rx),
+            self.shutdown_timeout,
+        ));
+        tokio::pin!(server);
+        tokio::select! {
+            () = shutdown => {}
+            // The server gave up on its own (its TLS files changed since start).
+            _ = &mut server => return Instant::now(),
+        }
+        let signalled = Instant::now();
+        self.health.set_shutting_down();
+        self.metrics.set_ready(false);
+        info!(timeout = ?self.shutdown_timeout, "Shutdown requested: readiness is now false; draining.");
+        let _ = stop_accepting.send(true);
+        if let Err(e) = server.await {
+            error!(error = %e, "The callback server failed.");
+        }
+        signalled
+    }
+
+    /// The rest of the shutdown sequence, after the HTTP drain, within what
+    /// is left of the shutdown timeout since `signalled`.
+    async fn shutdown(self, signalled: Instant, tasks: Tasks) -> Snapshot {
+        let deadline = signalled + self.shutdown_timeout;
+        let kafka_up = self.health.kafka();
+        publish_spool(&self.spool, &kafka_up, deadline).await;
+        let _ = tasks.stop_forwarder.send(true);
+        let _ = tasks.forwarder.await;
+        flush_producer(&self.kafka, &kafka_up, deadline).await;
+        let closing = self.spool.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
+            error!(error = %e, "Closing the spool failed.");
+        }
+        let _ = tasks.stop.send(true);
+        for task in tasks.others {
+            let _ = task.await;
+        }
+        let totals = self.metrics.snapshot();
+        log_final_counts(&totals, self.spool.pending());
+        // The producer goes before the embedded broker it talks to.
+        drop(self.state);
+        drop(self.kafka);
+        drop(self.embedded);
+        totals
+    }
+}
+
+/// librdkafka's mock cluster with `topics`, for zero-config runs.
+fn start_embedded(topics: &[String]) -> anyhow::Result<EmbeddedKafka> {
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let e = EmbeddedKafka::start(&names)?;
+    warn!(
+        "No Kafka brokers configured (BRIDGE_KAFKA_BROKERS): using an embedded in-memory broker. Events are NOT persisted."
+    );
+    info!(
+        topics = topics.join(","),
+        "Embedded Kafka broker started: bootstrap.servers={}",
+        e.bootstrap_servers()
+    );
+    Ok(e)
+}
+
+/// Warns about the demo app and about apps without a token.
+fn warn_about_apps(config: &Config) {
     if config.is_demo() {
         warn!(
             sdk_app_id = DEMO_SDK_APP_ID,
@@ -110,140 +312,48 @@ pub async fn run(
             );
         }
     }
+}
 
-    let health = Arc::new(Health::new(config.spool.ack_mode));
-    let segment_bytes = (config.spool.max_bytes / 8).clamp(16 * 1024, 64 * 1024 * 1024);
-    let spool = Spool::open(
-        &config.spool.dir,
-        config.spool.max_bytes,
-        segment_bytes,
-        metrics.clone(),
-    )?;
-    metrics.spool_capacity(config.spool.max_bytes);
-    let kafka = Arc::new(KafkaSink::new(
-        &config.kafka,
-        topics,
-        &bootstrap,
-        config.limits.max_body_bytes,
-        metrics.clone(),
-        spool.clone(),
-        health.draining(),
-    )?);
-    let publisher = Publisher::new(
-        kafka.clone(),
-        spool.clone(),
-        config.spool.ack_mode,
-        config.spool.delivery_timeout,
-    );
-    let shutdown_timeout = config.shutdown_timeout;
-    let (callback_addr, admin_addr) = listeners.local_addrs()?;
-    info!(
-        callback = %format!("http://{callback_addr}{}", config.listen.callback_path),
-        admin = %format!("http://{admin_addr}"),
-        topic = %config.kafka.topic,
-        general_topic = %config.kafka.general_topic,
-        dlq_topic = %config.kafka.dlq_topic,
-        routes = config.routing.routes.iter().filter(|r| r.origin != "built-in").count(),
-        publish_before = config.routing.publish_before,
-        dedup_window = ?config.routing.dedup_window,
-        ack_mode = config.spool.ack_mode.as_str(),
-        spool_dir = %config.spool.dir.display(),
-        apps = config.apps.len(),
-        "chat-kafka-bridge {} listening.",
-        env!("CARGO_PKG_VERSION")
-    );
-    let dedup = config
-        .routing
-        .dedup_window
-        .map(|w| crate::dedup::Dedup::new(w, config.routing.dedup_max_entries));
-    let state = Arc::new(State {
-        config,
-        dedup,
-        metrics: metrics.clone(),
-        publisher,
-        health: health.clone(),
-    });
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (forward_stop_tx, forward_stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let probe = tokio::spawn(probe_kafka(
-        state.clone(),
-        kafka.clone(),
-        spool.clone(),
-        stopped(stop_rx.clone()),
-    ));
-    let admin = tokio::spawn(http::serve_admin(
-        listeners.admin,
-        state.clone(),
-        stopped(stop_rx.clone()),
-    ));
-    let forwarder = tokio::spawn(forward::run(
-        spool.clone(),
-        kafka.clone(),
-        health.kafka(),
-        metrics.clone(),
-        stopped(forward_stop_rx),
-    ));
-
-    let began = Arc::new(OnceLock::<Instant>::new());
-    let began_in_signal = began.clone();
-    let state_in_signal = state.clone();
-    let on_shutdown = async move {
-        shutdown.await;
-        let _ = began_in_signal.set(Instant::now());
-        state_in_signal.health.set_shutting_down();
-        state_in_signal.metrics.set_ready(false);
-        info!(timeout = ?shutdown_timeout, "Shutdown requested: readiness is now false; draining.");
-    };
-    http::serve_callbacks(
-        listeners.callback,
-        state.clone(),
-        on_shutdown,
-        shutdown_timeout,
-    )
-    .await;
-
-    // While Kafka is reachable, publish what the spool holds (on an emptyDir
-    // it would be gone with the pod), keeping a second for the flush; what
-    // is still there after that stays for the next start.
-    let kafka_reachable = health.kafka();
-    let spool_deadline = began.get().copied().unwrap_or_else(Instant::now) + shutdown_timeout;
-    let spool_drain_began = Instant::now();
-    while spool.pending() > 0
-        && kafka_reachable.get()
-        && Instant::now() + Duration::from_secs(1) < spool_deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Shutdown step: while Kafka is reachable, publish what the spool holds
+/// (on an emptyDir it would be gone with the pod), keeping a second of the
+/// deadline for the flush; what is still there stays for the next start.
+async fn publish_spool(spool: &Spool, kafka_up: &KafkaReachable, deadline: Instant) {
+    let began = Instant::now();
+    let until = tokio::time::Instant::from_std(deadline) - Duration::from_secs(1);
+    while spool.pending() > 0 && kafka_up.get() && tokio::time::Instant::now() < until {
+        // Woken when the spool empties; the timeout re-reads the probe.
+        let _ = tokio::time::timeout_at(
+            until.min(tokio::time::Instant::now() + Duration::from_millis(250)),
+            spool.until_empty(),
+        )
+        .await;
     }
-    if spool_drain_began.elapsed() > Duration::from_millis(20) {
+    if began.elapsed() > Duration::from_millis(20) {
         info!(
             left_in_spool = spool.pending(),
-            elapsed_ms = spool_drain_began.elapsed().as_millis() as u64,
+            elapsed_ms = began.elapsed().as_millis() as u64,
             "Published the spool before stopping."
         );
     }
-    let _ = forward_stop_tx.send(true);
-    let _ = forwarder.await;
-    // The drain so far counts against the same shutdown timeout.
-    let drained_for = began.get().map_or(Duration::ZERO, Instant::elapsed);
-    let mut left = shutdown_timeout.saturating_sub(drained_for);
-    if !kafka_reachable.get() {
-        // Kafka is unreachable: waiting would only delay the restart. What
-        // is queued goes to the spool now.
+}
+
+/// Shutdown step: waits for Kafka to confirm what the producer holds, for
+/// what is left of the deadline (a second when Kafka is unreachable);
+/// whatever is not confirmed by then is purged, and its failed delivery
+/// report puts it in the spool.
+async fn flush_producer(kafka: &Arc<KafkaSink>, kafka_up: &KafkaReachable, deadline: Instant) {
+    let mut left = deadline.saturating_duration_since(Instant::now());
+    if !kafka_up.get() {
+        // Waiting would only delay the restart: what is queued goes to the spool now.
         left = left.min(Duration::from_secs(1));
         info!("Kafka is unreachable: spooling queued events instead of waiting to flush them.");
     }
-    let flush_kafka = kafka.clone();
+    let kafka = kafka.clone();
     let flushed = tokio::task::spawn_blocking(move || {
-        let result = flush_kafka.flush(left);
+        let result = kafka.flush(left);
         if result.is_err() {
-            // Whatever Kafka did not confirm in time fails now, and its
-            // delivery report puts it in the spool.
-            flush_kafka.purge();
-            let _ = flush_kafka.flush(Duration::from_secs(5));
+            kafka.purge();
+            let _ = kafka.flush(Duration::from_secs(5));
         }
         result
     })
@@ -256,15 +366,10 @@ pub async fn run(
         ),
         Err(e) => error!(error = %e, "Flush task failed."),
     }
-    let closing = spool.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
-        error!(error = %e, "Closing the spool failed.");
-    }
+}
 
-    let _ = stop_tx.send(true);
-    let _ = probe.await;
-    let _ = admin.await;
-    let totals = metrics.snapshot();
+/// The last line: what this process did.
+fn log_final_counts(totals: &Snapshot, spool_pending: u64) {
     info!(
         accepted = totals.accepted,
         rejected = totals.rejected,
@@ -275,35 +380,27 @@ pub async fn run(
         unconfirmed = totals.unconfirmed,
         spooled = totals.spooled,
         replayed = totals.replayed,
-        spool_pending = spool.pending(),
+        spool_pending,
         discarded = totals.discarded,
         "Stopped. Final counts."
     );
-    drop(state);
-    drop(kafka);
-    drop(embedded);
-    Ok(totals)
 }
 
 /// Keeps `Health`'s Kafka flag current by asking for every topic's metadata.
 async fn probe_kafka(
-    state: Arc<State>,
     kafka: Arc<KafkaSink>,
-    spool: Spool,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
     stopped: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopped);
     let mut last_error = None::<String>;
     loop {
-        spool.tick();
-        let room_for = (state.config.limits.max_body_bytes as u64).min(64 * 1024);
-        state.health.set_spool_full(spool.is_full(room_for));
         let k = kafka.clone();
         let result = tokio::task::spawn_blocking(move || k.probe(PROBE_INTERVAL))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-        let ok = result.is_ok();
-        let was = state.health.set_kafka(ok);
+        let was = health.set_kafka(result.is_ok());
         match result {
             Ok(()) if !was => info!("Kafka metadata for every topic is available: ready."),
             Ok(()) => {}
@@ -314,12 +411,31 @@ async fn probe_kafka(
                 last_error = Some(e);
             }
         }
-        state
-            .metrics
-            .set_ready(state.health.not_ready_reason().is_none());
+        metrics.set_ready(health.not_ready_reason().is_none());
         tokio::select! {
             () = &mut stopped => return,
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+    }
+}
+
+/// The spool's one owner between start and close: refreshes its gauges,
+/// writes its checkpoint (bounding what a crash replays) and tells
+/// readiness whether a new record of `room_for` bytes still fits.
+async fn spool_upkeep(
+    spool: Spool,
+    health: Arc<Health>,
+    room_for: u64,
+    stopped: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    loop {
+        let s = spool.clone();
+        let _ = tokio::task::spawn_blocking(move || s.tick()).await;
+        health.set_spool_full(spool.is_full(room_for));
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(SPOOL_UPKEEP_INTERVAL) => {}
         }
     }
 }

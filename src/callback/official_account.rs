@@ -53,11 +53,7 @@ impl Fields {
 
     /// A required list of objects, each with the required string `item`;
     /// an item's other fields are kept with it.
-    fn list(
-        &mut self,
-        name: &'static str,
-        item: &'static str,
-    ) -> Result<Vec<Item>, BodyError> {
+    fn list(&mut self, name: &'static str, item: &'static str) -> Result<Vec<Item>, BodyError> {
         let items = match self.0.remove(name) {
             None => return Err(BodyError::MissingField(name)),
             Some(Value::Array(items)) => items,

@@ -317,7 +317,10 @@ fn every_setting_is_an_argument_and_help_shows_its_default() {
             );
         }
     }
-    let args_with_env = cmd.get_arguments().filter(|a| a.get_env().is_some()).count();
+    let args_with_env = cmd
+        .get_arguments()
+        .filter(|a| a.get_env().is_some())
+        .count();
     assert_eq!(args_with_env, settings::ALL.len());
     assert!(help.contains("[default: 0.0.0.0:8080]"), "{help}");
 }

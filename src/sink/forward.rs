@@ -18,8 +18,9 @@ use crate::metrics::{Discard, Metrics};
 const MAX_IN_FLIGHT: usize = 10_000;
 /// Records read from disk per batch.
 const BATCH: usize = 500;
-/// How often delivery progress is checkpointed: bounds what a crash replays.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How long an idle forwarder waits before looking at the spool again,
+/// besides being woken by a write.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
 
 /// Runs until `stopped` resolves, publishing while `kafka` (the readiness
 /// probe's view) says Kafka is reachable.
@@ -35,13 +36,7 @@ pub async fn run(
     let mut written = spool.subscribe();
     let mut cursor = spool.start();
     let mut announced = false;
-    let mut checkpointed = std::time::Instant::now();
     loop {
-        if checkpointed.elapsed() >= CHECKPOINT_EVERY {
-            let s = spool.clone();
-            let _ = tokio::task::spawn_blocking(move || s.checkpoint()).await;
-            checkpointed = std::time::Instant::now();
-        }
         if !kafka.get() {
             tokio::select! {
                 () = &mut stopped => return,
@@ -75,7 +70,7 @@ pub async fn run(
             tokio::select! {
                 () = &mut stopped => return,
                 _ = written.changed() => {}
-                () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+                () = tokio::time::sleep(IDLE_WAIT) => {}
             }
             continue;
         }

@@ -83,6 +83,8 @@ struct Inner {
     segments: Mutex<Segments>,
     /// Bumped after every durable batch, so the forwarder can wait for data.
     written: watch::Sender<u64>,
+    /// Records written and not yet resolved, as of the last change.
+    pending: watch::Sender<u64>,
     metrics: Arc<Metrics>,
     writer: Mutex<Option<JoinHandle<()>>>,
     progress: Mutex<Progress>,
@@ -208,6 +210,7 @@ impl Spool {
 
         let (tx, rx) = mpsc::channel(QUEUE);
         let (written, _) = watch::channel(0);
+        let (pending_tx, _) = watch::channel(pending);
         let inner = Arc::new(Inner {
             dir: dir.to_owned(),
             max_bytes,
@@ -215,6 +218,7 @@ impl Spool {
             tx,
             segments: Mutex::new(segments),
             written,
+            pending: pending_tx,
             metrics,
             writer: Mutex::new(None),
             progress: Mutex::new(Progress::default()),
@@ -453,12 +457,21 @@ impl Spool {
             .find(|s| s.records > s.resolved)
             .and_then(|s| s.first_ts_ms);
         drop(segs);
+        self.inner.pending.send_replace(events);
         self.inner
             .metrics
             .spool_state(events, self.inner.reserved.load(Ordering::Acquire), oldest);
     }
 
-    /// Refreshes the gauges and writes the checkpoint (called every couple of seconds).
+    /// Resolves once every record written so far is resolved (delivered or
+    /// re-spooled into a later segment that is itself resolved).
+    pub async fn until_empty(&self) {
+        let mut pending = self.inner.pending.subscribe();
+        let _ = pending.wait_for(|n| *n == 0).await;
+    }
+
+    /// Refreshes the gauges and writes the checkpoint (the bridge's spool
+    /// upkeep calls it a few times a second).
     pub fn tick(&self) {
         self.update_gauges();
         self.checkpoint();
