@@ -205,7 +205,17 @@ fn normalize(
     let id = event_id(source.sdk_app_id, command.as_str(), &envelope);
     let time = event_time(&envelope, source.received_at_ms);
     let body = OfficialAccountBody::parse(command, envelope.fields)?;
+    Ok(assemble(
+        source,
+        command.as_str(),
+        id,
+        time,
+        official_account(body),
+    ))
+}
 
+/// What a typed Official Account body gives an event.
+fn official_account(body: OfficialAccountBody) -> Mapped {
     let (payload, official_account, operator_account, extra) = match body {
         OfficialAccountBody::BeforeCreate(b) => {
             let l = lifecycle(b.owner_account, b.name);
@@ -321,21 +331,13 @@ fn normalize(
             )
         }
     };
-
-    Ok(assemble(
-        source,
-        command.as_str(),
-        id,
-        time,
-        Mapped {
-            payload,
-            official_account,
-            operator_account,
-            extra,
-        },
-    ))
+    Mapped {
+        payload,
+        official_account,
+        operator_account,
+        extra,
+    }
 }
-
 /// Turns an authenticated callback the bridge has no type for into a
 /// `callback` event that keeps the body's fields unchanged. `command` is the
 /// query's (a body's own must equal it). `batch` places an item in its batch,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::cli::Cli;
-use super::file::FileConfig;
+use super::file::{FileApp, FileConfig};
 use super::parse::{number, tokens, topic_name};
 use super::{ConfigError, DEMO_SDK_APP_ID, DEMO_TOKEN, Secret, bad, settings as s};
 use crate::route::Routes;
@@ -44,37 +44,12 @@ pub(super) fn load(
 ) -> Result<HashMap<u64, App>, ConfigError> {
     let mut apps = HashMap::new();
     for (i, a) in std::mem::take(&mut file.apps).into_iter().enumerate() {
-        let setting = format!("apps[{i}]");
-        let mut inline: Vec<String> = a.token.into_iter().collect();
-        inline.extend(a.tokens);
-        let tokens = tokens(&setting, inline, a.token_file.as_deref())?;
-        let own = |field: &str, name: Option<String>, default: &Arc<str>| match name {
-            Some(t) => topic_name(&format!("{setting}.{field}"), t).map(Arc::from),
-            None => Ok(default.clone()),
-        };
-        let topics = AppTopics {
-            official_account: own("topic", a.topic, &defaults.official_account)?,
-            general: own("general_topic", a.general_topic, &defaults.general)?,
-            dead_letter: own("dlq_topic", a.dlq_topic, &defaults.dead_letter)?,
-        };
-        if topics.dead_letter == topics.official_account || topics.dead_letter == topics.general {
+        let app = file_app(i, a, defaults)?;
+        let id = app.sdk_app_id;
+        if apps.insert(id, app).is_some() {
             return Err(bad(
-                format!("{setting}.dlq_topic"),
-                format!(
-                    "{:?} must differ from the app's other topics",
-                    topics.dead_letter
-                ),
-            ));
-        }
-        let app = App {
-            sdk_app_id: a.sdk_app_id,
-            tokens,
-            topics,
-        };
-        if apps.insert(a.sdk_app_id, app).is_some() {
-            return Err(bad(
-                format!("{setting}.sdk_app_id"),
-                format!("{} is configured twice", a.sdk_app_id),
+                format!("apps[{i}].sdk_app_id"),
+                format!("{id} is configured twice"),
             ));
         }
     }
@@ -142,4 +117,35 @@ pub(super) fn load(
         }
     }
     Ok(apps)
+}
+
+/// One `[[apps]]` entry of the file (the `i`th): its tokens and topics.
+fn file_app(i: usize, a: FileApp, defaults: &AppTopics) -> Result<App, ConfigError> {
+    let setting = format!("apps[{i}]");
+    let mut inline: Vec<String> = a.token.into_iter().collect();
+    inline.extend(a.tokens);
+    let tokens = tokens(&setting, inline, a.token_file.as_deref())?;
+    let own = |field: &str, name: Option<String>, default: &Arc<str>| match name {
+        Some(t) => topic_name(&format!("{setting}.{field}"), t).map(Arc::from),
+        None => Ok(default.clone()),
+    };
+    let topics = AppTopics {
+        official_account: own("topic", a.topic, &defaults.official_account)?,
+        general: own("general_topic", a.general_topic, &defaults.general)?,
+        dead_letter: own("dlq_topic", a.dlq_topic, &defaults.dead_letter)?,
+    };
+    if topics.dead_letter == topics.official_account || topics.dead_letter == topics.general {
+        return Err(bad(
+            format!("{setting}.dlq_topic"),
+            format!(
+                "{:?} must differ from the app's other topics",
+                topics.dead_letter
+            ),
+        ));
+    }
+    Ok(App {
+        sdk_app_id: a.sdk_app_id,
+        tokens,
+        topics,
+    })
 }
