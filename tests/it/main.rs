@@ -17,3 +17,4 @@ mod publish;
 mod rejections;
 mod reliability;
 mod routing;
+mod tidy;
