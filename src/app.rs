@@ -1,10 +1,10 @@
 //! Wiring and the shutdown sequence.
 //!
-//! [`run`] starts the bridge ([`Bridge::start`]: the embedded broker when
+//! [`run`] starts the bridge (`Bridge::start`: the embedded broker when
 //! no brokers are configured, the spool, the producer, the request state),
-//! spawns its background tasks ([`Tasks`]: the readiness probe, the spool's
+//! spawns its background tasks (`Tasks`: the readiness probe, the spool's
 //! upkeep, the forwarder, the admin port), serves callbacks until the
-//! shutdown signal, and then stops in named steps ([`Bridge::shutdown`]):
+//! shutdown signal, and then stops in named steps (`Bridge::shutdown`):
 //! readiness goes false → stop accepting → finish in-flight requests →
 //! publish the spool while Kafka is up → stop the forwarder → flush the
 //! producer (what does not flush in time is purged, and so spooled) →

@@ -72,7 +72,7 @@ pub enum Handled {
 }
 
 /// Serves one request on the callback port: handles it, then answers,
-/// logs and counts it in one place ([`account`]).
+/// logs and counts it in one place (`account`).
 pub async fn serve(
     state: &State,
     req: Request<Incoming>,

@@ -5,8 +5,8 @@
 //! raw error text goes into the log's `error` field, never into a label.
 //! The registry belongs to the app instance, so parallel tests never share
 //! counters. One file per area, each metric created and registered in one
-//! call: [`callbacks`] (answers, events, de-duplication), [`kafka`]
-//! (producer and deliveries), [`spool`], [`http`] (connections).
+//! call: `callbacks.rs` (answers, events, de-duplication), `kafka.rs`
+//! (producer and deliveries), `spool.rs`, `http.rs` (connections).
 
 mod callbacks;
 mod http;
