@@ -782,3 +782,91 @@ async fn compat_wrong_password() {
     })
     .await;
 }
+
+/// A user with topic ACLs only (Write, Describe), as a managed Kafka that
+/// grants per-topic rights may hand out: no `IdempotentWrite` on the
+/// cluster. Kafka 3.0 and later (KIP-679) let such a user's idempotent
+/// producer write, and the bridge must publish. Older brokers refuse the
+/// producer id: then the bridge must name the cause in its log, keep
+/// running, and lose nothing it acknowledged (the records wait in the
+/// spool). Whether it stays ready meanwhile is printed, not asserted
+/// (docs/kafka.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_topic_acls_without_idempotent_write() {
+    across_matrix("topic_acls_only", false, |c| async move {
+        let props = sasl("PLAIN", kafka::ACL_USER, kafka::ACL_PASSWORD);
+        let (mut bridge, topic) =
+            secure_bridge(c, "compat-acl", Listener::SaslPlaintext, &props, Source::Env).await;
+        let admin = bridge.admin.clone();
+        // Ready means the topics' metadata was read: the user can describe them.
+        assert_eventually!(
+            get(&format!("{admin}/readyz")).await.0 == 200,
+            Duration::from_secs(30),
+            "never ready: {}",
+            bridge.log_text()
+        );
+        let base = bridge.callback.trim_end_matches("/callback").to_owned();
+        let n = 3;
+        for i in 0..n {
+            let body = format!(
+                r#"{{"CallbackCommand":"OfficialAccount.CallbackAfterOfficialAccountFull","Official_Account":"@TOA#_acl","EventTime":{}}}"#,
+                1_732_770_000_000_u64 + i
+            );
+            let command = "OfficialAccount.CallbackAfterOfficialAccountFull";
+            let r = post(&signed_url(&base, command, now_secs()), body.into_bytes()).await;
+            assert_eq!(r.status, 200, "{r:?}");
+        }
+        let major: u32 = c
+            .version()
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .expect("a version");
+        let outcome = if major >= 3 {
+            let found = read(c, &topic, n as usize).await.len();
+            assert_eq!(found, n as usize, "Kafka >= 3.0 needs no IdempotentWrite");
+            assert_no_secret(&bridge, &[kafka::ACL_PASSWORD]).await;
+            Outcome {
+                sent: n as usize,
+                found,
+                detail: "publishes=yes (Write on the topics is enough)".into(),
+            }
+        } else {
+            let clue = "cluster authorization failed";
+            assert_eventually!(
+                bridge.log_text().to_lowercase().contains(clue),
+                Duration::from_secs(30),
+                "no log line says {clue:?}:\n{}",
+                bridge.log_text()
+            );
+            let line = bridge
+                .log_text()
+                .lines()
+                .find(|l| l.to_lowercase().contains(clue))
+                .map(str::to_owned)
+                .unwrap_or_default();
+            assert!(line.contains("idempotence"), "the cause is named: {line}");
+            assert_eventually!(
+                crate::harness::metric(&admin, "chat_bridge_spool_events").await == n as f64,
+                Duration::from_secs(15),
+                "every acknowledged callback waits in the spool"
+            );
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert!(bridge.running(), "the bridge exited:\n{}", bridge.log_text());
+            let found = count_records_on(&c.bootstrap(), &topic).await;
+            assert_eq!(found, 0);
+            let ready = get(&format!("{admin}/readyz")).await.0 == 200;
+            assert_no_secret(&bridge, &[kafka::ACL_PASSWORD]).await;
+            Outcome {
+                sent: n as usize,
+                found,
+                detail: format!(
+                    "publishes=no fatal=ClusterAuthorizationFailed(InitProducerId) spooled={n} ready_meanwhile={}",
+                    if ready { "yes" } else { "no" }
+                ),
+            }
+        };
+        outcome
+    })
+    .await;
+}

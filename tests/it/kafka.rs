@@ -59,6 +59,12 @@ pub const PLAIN_PASSWORD: &str = "plain-pw-Q7z1xR9k";
 pub const SCRAM_USER: &str = "ckafka-7a1b2c3d#bridge";
 /// See [`SCRAM_USER`].
 pub const SCRAM_PASSWORD: &str = "scram-pw-Vb38Kd2m";
+/// A PLAIN user allowed only to write and describe topics, without the
+/// cluster's `IdempotentWrite` (the ACLs of a managed Kafka that grants
+/// topic rights only); every other user of a secure broker is a super user.
+pub const ACL_USER: &str = "bridge-topics-only";
+/// See [`ACL_USER`].
+pub const ACL_PASSWORD: &str = "acl-pw-Lm4pW9sT";
 const KEYSTORE_PASSWORD: &str = "test-keystore";
 
 const HOW_TO: &str = "The integration tests need Java 17+ and Maven on PATH (they start Apache Kafka \
@@ -140,8 +146,11 @@ pub struct Spec {
     /// Number of nodes: 1 or 3 in KRaft mode, 1 with ZooKeeper.
     pub nodes: usize,
     /// Adds SASL_PLAINTEXT, SSL and SASL_SSL listeners: SASL mechanisms PLAIN
-    /// ([`PLAIN_USER`]) and SCRAM-SHA-512 ([`SCRAM_USER`]), TLS with the
-    /// test CA's certificate for 127.0.0.1 ([`ca_file`]), no client certificates.
+    /// ([`PLAIN_USER`], [`ACL_USER`]) and SCRAM-SHA-512 ([`SCRAM_USER`]), TLS
+    /// with the test CA's certificate for 127.0.0.1 ([`ca_file`]), no client
+    /// certificates; and an ACL authorizer, under which the PLAINTEXT
+    /// listener's anonymous user, [`PLAIN_USER`] and [`SCRAM_USER`] are super
+    /// users and [`ACL_USER`] may only write and describe topics.
     pub secure: bool,
 }
 
@@ -361,8 +370,12 @@ share.coordinator.state.topic.min.isr={min_isr}
                 // (no JAAS file). PLAIN users are listed here; SCRAM users
                 // live in ZooKeeper or the KRaft metadata (added below).
                 let plain = format!(
-                    "org.apache.kafka.common.security.plain.PlainLoginModule required user_{PLAIN_USER}=\"{PLAIN_PASSWORD}\";"
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required user_{PLAIN_USER}=\"{PLAIN_PASSWORD}\" user_{ACL_USER}=\"{ACL_PASSWORD}\";"
                 );
+                let authorizer = match mode {
+                    Mode::ZooKeeper => "kafka.security.authorizer.AclAuthorizer",
+                    Mode::KRaft => "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                };
                 let scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
                 props.push_str(&format!(
                     "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
@@ -375,6 +388,9 @@ ssl.keystore.location={ks}
 ssl.keystore.password={KEYSTORE_PASSWORD}
 ssl.key.password={KEYSTORE_PASSWORD}
 ssl.client.auth=none
+authorizer.class.name={authorizer}
+super.users=User:ANONYMOUS;User:{PLAIN_USER};User:{SCRAM_USER}
+allow.everyone.if.no.acl.found=false
 ",
                     ks = ks.display()
                 ));
@@ -421,6 +437,10 @@ ssl.client.auth=none
             cluster.launch(i)?;
         }
         cluster.wait_ready(START_TIMEOUT)?;
+        if spec.secure && mode == Mode::KRaft {
+            // KRaft keeps ACLs in its metadata: added through a broker.
+            cluster.add_acl(&["--bootstrap-server".into(), cluster.bootstrap()])?;
+        }
         eprintln!(
             "[it] Kafka {} ({}{}, {n} node{}{}) started at {} in {:.1}s on {} (logs: {})",
             cluster.version,
@@ -601,8 +621,40 @@ maxClientCnxns=0
                 ],
             )
             .map_err(|e| format!("adding the SCRAM user: {e}"))?;
+            self.add_acl(&[
+                "--authorizer-properties".into(),
+                format!("zookeeper.connect=127.0.0.1:{}", zk.port),
+            ])?;
         }
         Ok(())
+    }
+
+    /// Allows [`ACL_USER`] to write and describe every topic (and nothing on
+    /// the cluster), through AclCommand with `how` (ZooKeeper or a broker).
+    fn add_acl(&self, how: &[String]) -> Result<(), String> {
+        // AclCommand moved from the broker's jar to kafka-tools in 4.0.
+        let class = match self.logging {
+            Logging::Log4j2 => "org.apache.kafka.tools.AclCommand",
+            Logging::Reload4j => "kafka.admin.AclCommand",
+        };
+        let mut args = how.to_vec();
+        args.extend(
+            [
+                "--add",
+                "--allow-principal",
+                &format!("User:{ACL_USER}"),
+                "--operation",
+                "Write",
+                "--operation",
+                "Describe",
+                "--topic",
+                "*",
+            ]
+            .map(str::to_owned),
+        );
+        self.tool(class, &args)
+            .map(|_| ())
+            .map_err(|e| format!("adding the ACLs: {e}"))
     }
 
     /// Starts `class props` in `dir` under a watchdog shell, with its pid in
