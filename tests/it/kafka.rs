@@ -762,12 +762,11 @@ case '{dir}' in */kafka-run-*) rm -rf '{dir}';; esac
     /// Starts node `i` again on the same ports and data. In ZooKeeper mode,
     /// first waits until the killed broker's ZooKeeper session has expired.
     pub fn restart(&self, i: usize) {
-        if self.mode == Mode::ZooKeeper {
-            if let Some(killed) = *self.nodes[i].killed_at.lock().expect("lock") {
-                let expired = killed + ZK_SESSION_TIMEOUT + Duration::from_secs(1);
-                if let Some(wait) = expired.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
+        let killed = *self.nodes[i].killed_at.lock().expect("lock");
+        if let (Mode::ZooKeeper, Some(killed)) = (self.mode, killed) {
+            let expired = killed + ZK_SESSION_TIMEOUT + Duration::from_secs(1);
+            if let Some(wait) = expired.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
             }
         }
         self.launch(i).expect("restart the broker");
