@@ -131,6 +131,21 @@ impl Bridge {
         }
     }
 
+    /// Every line the bridge has logged so far, one JSON object a line.
+    pub fn log_text(&self) -> String {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|v| v.to_string() + "\n")
+            .collect()
+    }
+
+    /// Whether the bridge process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     fn log_with(&self, message_start: &str) -> Option<serde_json::Value> {
         self.lines
             .lock()
