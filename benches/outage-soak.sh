@@ -20,7 +20,7 @@ sleep 2
 n=$((secs * rate))
 URL="http://127.0.0.1:18080/callback?SdkAppid=1400000001&CallbackCommand=OfficialAccount.CallbackAfterSendMsg&n=[1-$n]"
 timeout $((secs + 60)) curl -s --rate "$rate/s" -o /dev/null -H 'content-type: application/json' \
-  --data-binary @tests/fixtures/callbacks/oa-after-send-msg.json "$URL" > /dev/null &
+  --data-binary @tests/fixtures/callbacks/OfficialAccount.CallbackAfterSendMsg.json "$URL" > /dev/null &
 cpid=$!
 max=0
 start=$(date +%s)

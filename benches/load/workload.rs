@@ -23,22 +23,37 @@ const ACCOUNTS: u64 = 500;
 /// Fixture, share of the mix in percent.
 const MIX: [(&str, u32); 13] = [
     // Profile changes: 37 %.
-    ("oa-info-changed.json", 22),
-    ("oa-info-changed-name-only.json", 10),
-    ("oa-info-changed-eventtime-string.json", 5),
+    (
+        "OfficialAccount.CallbackAfterOfficialAccountInfoChanged.json",
+        22,
+    ),
+    (
+        "variants/OfficialAccount.CallbackAfterOfficialAccountInfoChanged+name-only.json",
+        10,
+    ),
+    (
+        "variants/OfficialAccount.CallbackAfterOfficialAccountInfoChanged+eventtime-string.json",
+        5,
+    ),
     // Messages: 35 %.
-    ("oa-after-send-msg.json", 25),
-    ("oa-before-send-msg.json", 10),
+    ("OfficialAccount.CallbackAfterSendMsg.json", 25),
+    ("OfficialAccount.CallbackBeforeSendMsg.json", 10),
     // Subscribers: 19 %.
-    ("oa-after-add-subscriber.json", 9),
-    ("oa-before-add-subscriber.json", 5),
-    ("oa-delete-subscriber.json", 5),
+    ("OfficialAccount.CallbackAfterAddSubscriber.json", 9),
+    ("OfficialAccount.CallbackBeforeAddSubscriber.json", 5),
+    ("OfficialAccount.CallbackAfterDeleteSubscriber.json", 5),
     // The rest: 9 %.
-    ("oa-msg-withdraw.json", 3),
-    ("oa-full.json", 2),
-    ("oa-after-create.json", 1),
-    ("oa-before-create.json", 1),
-    ("oa-destroyed.json", 1),
+    ("OfficialAccount.CallbackAfterMsgWithDraw.json", 3),
+    ("OfficialAccount.CallbackAfterOfficialAccountFull.json", 2),
+    ("OfficialAccount.CallbackAfterCreateOfficialAccount.json", 1),
+    (
+        "OfficialAccount.CallbackBeforeCreateOfficialAccount.json",
+        1,
+    ),
+    (
+        "OfficialAccount.CallbackAfterOfficialAccountDestroyed.json",
+        1,
+    ),
 ];
 
 const SLOT_EVENT_TIME: u64 = 9_100_000_000_000_000_001;

@@ -89,7 +89,7 @@ impl Family {
 }
 
 /// Commands whose body is a batch (`{"Events": [...]}`): one event per item.
-pub const BATCH_COMMANDS: [&str; 1] = ["Push.OfflinePush"];
+pub const BATCH_COMMANDS: [&str; 2] = ["Push.OfflinePush", "Push.AllMemberPush"];
 
 /// The eleven Official Account (Official Channel) callback commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -496,96 +496,89 @@ mod tests {
         Ok(events.remove(0))
     }
 
-    /// Every Official Account fixture normalizes to its snapshot in
-    /// `src/callback/snapshots/`. Adding a case is adding a fixture file.
-    #[test]
-    fn every_official_account_fixture_normalizes_to_its_snapshot() {
+    /// Every fixture (`tests/fixtures/callbacks/*.json` and `variants/`):
+    /// its file name before `.json` (and before a `+variant` suffix) is its
+    /// command.
+    pub(crate) fn fixtures() -> Vec<(String, String, Vec<u8>)> {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/callbacks");
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .expect("fixture dir")
-            .map(|e| {
-                e.expect("dir entry")
+        let mut out = Vec::new();
+        for sub in ["", "variants/"] {
+            for entry in std::fs::read_dir(format!("{dir}/{sub}")).expect("fixture dir") {
+                let name = entry
+                    .expect("entry")
                     .file_name()
                     .into_string()
-                    .expect("utf-8 name")
-            })
-            .filter(|n| n.starts_with("oa-") && n.ends_with(".json"))
-            .collect();
-        names.sort();
-        assert!(
-            names.len() >= 11,
-            "expected every command's fixture, found {names:?}"
-        );
-        let mut types = std::collections::BTreeSet::new();
-        for name in names {
-            let bytes = std::fs::read(format!("{dir}/{name}")).expect("read fixture");
-            let event = normalize_bytes(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-            types.insert(event.payload.type_name());
-            // The round trip through our own types is lossless.
-            let json = serde_json::to_value(&event).expect("serialize");
-            let back: Event = serde_json::from_value(json.clone()).expect("deserialize");
-            assert_eq!(back, event, "{name}");
-            assert_eq!(json["type"], event.payload.type_name(), "{name}");
-            crate::event::schema_check::assert_valid(&json, &name);
-            // Pretty JSON with sorted keys, as text: insta's own JSON writer
-            // does not know serde_json's arbitrary-precision numbers.
-            let pretty = serde_json::to_string_pretty(&json).expect("serialize");
-            insta::assert_snapshot!(name.trim_end_matches(".json"), pretty);
+                    .expect("utf-8");
+                let Some(stem) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                let command = stem.split('+').next().expect("a name").to_owned();
+                let bytes = std::fs::read(format!("{dir}/{sub}{name}")).expect("read fixture");
+                out.push((stem.to_owned(), command, bytes));
+            }
         }
-        assert_eq!(types.len(), OfficialAccountCommand::ALL.len(), "{types:?}");
+        out.sort();
+        out
     }
 
-    /// Every other fixture (group, status, a push batch) becomes `callback`
-    /// events that keep the body, one per batch item, matching their
-    /// snapshots and the schema.
+    /// Every fixture translates to the events of its snapshots in
+    /// `src/callback/snapshots/`, valid against the schema and lossless
+    /// through our types: one typed event per Official Account command, one
+    /// `callback` event per other callback or batch item, keeping the body.
+    /// Adding a case is adding a fixture file.
     #[test]
-    fn other_fixtures_become_callback_events_matching_their_snapshots() {
-        for (name, command, events) in [
-            ("group-after-send-msg", "Group.CallbackAfterSendMsg", 1),
-            ("state-change", "State.StateChange", 1),
-            ("push-offline-batch", "Push.OfflinePush", 2),
-        ] {
-            let path = format!(
-                "{}/tests/fixtures/callbacks/{name}.json",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let bytes = std::fs::read(path).expect("read fixture");
+    fn every_fixture_translates_to_its_snapshot() {
+        let fixtures = fixtures();
+        assert!(fixtures.len() >= 60, "{} fixtures", fixtures.len());
+        let mut types = std::collections::BTreeSet::new();
+        for (stem, command, bytes) in fixtures {
             let original: Value = serde_json::from_slice(&bytes).expect("JSON");
-            let out = translate(&test_source(), command, &bytes)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(out.len(), events, "{name}");
+            let out = translate(&test_source(), &command, &bytes)
+                .unwrap_or_else(|e| panic!("{stem}: {e}"));
+            let batch = original.get("Events").and_then(Value::as_array);
             let mut ids = std::collections::HashSet::new();
             for (i, event) in out.iter().enumerate() {
-                assert!(ids.insert(event.id.clone()), "{name}: ids differ per item");
-                let Payload::Callback(data) = &event.payload else {
-                    panic!("{name}: not a callback event")
-                };
-                // The body's fields, unchanged, minus the two the event maps.
-                let source = if events > 1 {
-                    &original["Events"][i]
-                } else {
-                    &original
-                };
-                for (k, v) in source.as_object().expect("object") {
-                    match k.as_str() {
-                        "CallbackCommand" => assert_eq!(v, command),
-                        "EventTime" => {
-                            assert_eq!(
+                assert!(ids.insert(event.id.clone()), "{stem}: ids differ per item");
+                types.insert(event.payload.type_name());
+                if let Payload::Callback(data) = &event.payload {
+                    // The body's fields, unchanged, minus the two the event maps.
+                    let item = match batch {
+                        Some(items) if BATCH_COMMANDS.contains(&command.as_str()) => &items[i],
+                        _ => &original,
+                    };
+                    for (k, v) in item.as_object().expect("object") {
+                        match k.as_str() {
+                            "CallbackCommand" => assert_eq!(v, command.as_str()),
+                            "EventTime" => assert_eq!(
                                 v.to_string().trim_matches('"'),
                                 event.event_time_ms.to_string()
-                            );
+                            ),
+                            _ => assert_eq!(data.body.get(k), Some(v), "{stem}: {k}"),
                         }
-                        _ => assert_eq!(data.body.get(k), Some(v), "{name}: {k}"),
                     }
                 }
                 let json = serde_json::to_value(event).expect("serialize");
                 let back: Event = serde_json::from_value(json.clone()).expect("deserialize");
-                assert_eq!(&back, event, "{name}");
-                crate::event::schema_check::assert_valid(&json, name);
+                assert_eq!(&back, event, "{stem}");
+                assert_eq!(json["type"], event.payload.type_name(), "{stem}");
+                crate::event::schema_check::assert_valid(&json, &stem);
+                // Pretty JSON with sorted keys, as text: insta's own JSON writer
+                // does not know serde_json's arbitrary-precision numbers.
                 let pretty = serde_json::to_string_pretty(&json).expect("serialize");
-                insta::assert_snapshot!(format!("{name}-{i}"), pretty);
+                let name = if out.len() > 1 {
+                    format!("{stem}-{i}")
+                } else {
+                    stem.clone()
+                };
+                insta::assert_snapshot!(name, pretty);
             }
         }
+        // Every Official Account type and the generic one.
+        assert_eq!(
+            types.len(),
+            OfficialAccountCommand::ALL.len() + 1,
+            "{types:?}"
+        );
     }
 
     #[test]

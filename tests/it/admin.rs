@@ -21,7 +21,10 @@ async fn health_readiness_and_metrics() {
     );
     assert_eq!(get(&format!("{}/nope", bridge.admin)).await.0, 404);
     assert_eq!(
-        bridge.send_fixture("oa-after-send-msg.json").await.status,
+        bridge
+            .send_fixture("OfficialAccount.CallbackAfterSendMsg.json")
+            .await
+            .status,
         200
     );
     let (status, text) = get(&format!("{}/metrics", bridge.admin)).await;
@@ -122,7 +125,7 @@ async fn not_ready_without_kafka() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_turns_unready_and_finishes_in_flight_requests() {
     let mut bridge = TestBridge::start(&[]).await;
-    let body = fixture("oa-after-create.json");
+    let body = fixture("OfficialAccount.CallbackAfterCreateOfficialAccount.json");
     let url = signed_url(
         &bridge.base,
         "OfficialAccount.CallbackAfterCreateOfficialAccount",

@@ -251,7 +251,11 @@ async fn zero_config_run_publishes_to_the_embedded_broker() {
         bridge.callback,
         sign("demo-token", &t)
     );
-    let r = crate::harness::post(&url, crate::harness::fixture("oa-info-changed.json")).await;
+    let r = crate::harness::post(
+        &url,
+        crate::harness::fixture("OfficialAccount.CallbackAfterOfficialAccountInfoChanged.json"),
+    )
+    .await;
     assert_eq!(r.status, 200, "{r:?}");
     let records = tokio::task::spawn_blocking(move || {
         consume_blocking(

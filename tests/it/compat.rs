@@ -241,11 +241,11 @@ async fn compat_publish_every_fixture() {
         let (mut oa, mut general) = (0, 0);
         for name in fixture_names() {
             let body = fixture(&name);
-            let r = bridge.send(&body).await;
+            let r = bridge.send_fixture(&name).await;
             assert_eq!(r.status, 200, "{name}: {r:?}");
             let v: Value = serde_json::from_slice(&body).expect("fixture is JSON");
             let events = v["Events"].as_array().map_or(1, Vec::len);
-            if name.starts_with("oa-") {
+            if name.starts_with("OfficialAccount.") {
                 oa += events;
             } else {
                 general += events;
@@ -420,7 +420,13 @@ async fn compat_readiness() {
         let began = Instant::now();
         bridge.wait_ready().await;
         let became_ready = began.elapsed();
-        assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
+        assert_eq!(
+            bridge
+                .send_fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json")
+                .await
+                .status,
+            200
+        );
         let found = read(c, &bridge.topic, 1).await.len();
         assert_eq!(found, 1);
         bridge.stop().await;
@@ -594,13 +600,13 @@ async fn publish_through(bridge: &Bridge, c: &Cluster, topic: &str) -> usize {
     );
     let base = bridge.callback.trim_end_matches("/callback");
     let names = [
-        "oa-full.json",
-        "oa-after-create.json",
-        "oa-info-changed.json",
+        "OfficialAccount.CallbackAfterOfficialAccountFull.json",
+        "OfficialAccount.CallbackAfterCreateOfficialAccount.json",
+        "OfficialAccount.CallbackAfterOfficialAccountInfoChanged.json",
     ];
     for name in names {
         let body = fixture(name);
-        let command = crate::harness::command_of(&body);
+        let command = crate::harness::command_of_fixture(name);
         let r = post(&signed_url(base, &command, now_secs()), body).await;
         assert_eq!(r.status, 200, "{name}: {r:?}");
     }

@@ -187,7 +187,10 @@ fn accounts(n: usize) -> Vec<String> {
 /// returns how many events that makes.
 async fn send_events(bridge: &TestBridge, accounts: &[String]) -> usize {
     let mut n = 0;
-    for name in fixture_names().into_iter().filter(|n| n.starts_with("oa-")) {
+    for name in fixture_names()
+        .into_iter()
+        .filter(|n| n.starts_with("OfficialAccount."))
+    {
         let r = bridge.send(&fixture(&name)).await;
         assert_eq!(r.status, 200, "{name}: {r:?}");
         n += 1;

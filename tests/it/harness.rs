@@ -233,18 +233,20 @@ impl TestBridge {
         post(&signed_url(&self.base, &command, now_secs()), body.to_vec()).await
     }
 
-    /// Sends a fixture file from `tests/fixtures/callbacks/`.
+    /// Sends a fixture file from `tests/fixtures/callbacks/` as the
+    /// command its file name names.
     pub async fn send_fixture(&self, name: &str) -> Response {
-        self.send(&fixture(name)).await
+        let command = command_of_fixture(name);
+        post(&signed_url(&self.base, &command, now_secs()), fixture(name)).await
     }
 
     /// Sends the fixtures of other families (a group message, a status
     /// change, a push batch of two) and returns the events they make (4).
     pub async fn send_other_families(&self) -> usize {
         for name in [
-            "group-after-send-msg.json",
-            "state-change.json",
-            "push-offline-batch.json",
+            "Group.CallbackAfterSendMsg.json",
+            "State.StateChange.json",
+            "Push.OfflinePush.json",
         ] {
             assert_eq!(self.send_fixture(name).await.status, 200, "{name}");
         }
@@ -255,7 +257,12 @@ impl TestBridge {
     /// demand (published, refused by method, dead-lettered), so that every
     /// metric family the bridge has is on `/metrics`.
     pub async fn exercise_every_outcome(&self) {
-        assert_eq!(self.send_fixture("oa-full.json").await.status, 200);
+        assert_eq!(
+            self.send_fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json")
+                .await
+                .status,
+            200
+        );
         assert_eq!(get(&format!("{}/callback", self.base)).await.0, 405);
         let url = signed_url(
             &self.base,
@@ -344,6 +351,15 @@ pub fn fixture_names() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The command a fixture is a callback of: its file name before `.json`
+/// (and before a `+variant` suffix), `Group.CallbackAfterSendMsg.json` ->
+/// `Group.CallbackAfterSendMsg`, `variants/X+name-only.json` -> `X`.
+pub fn command_of_fixture(name: &str) -> String {
+    let file = name.rsplit('/').next().expect("a name");
+    let stem = file.strip_suffix(".json").unwrap_or(file);
+    stem.split('+').next().expect("a name").to_owned()
 }
 
 /// The body's `CallbackCommand`, or the first item's for a batch.

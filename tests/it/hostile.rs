@@ -89,7 +89,7 @@ async fn every_limit_trips_answers_and_is_counted() {
     assert_eq!(bridge.metric(&closed("header_timeout")).await, 1.0);
 
     // A keep-alive connection that stays idle is closed after the idle timeout.
-    let body = fixture("oa-full.json");
+    let body = fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json");
     let mut request = format!(
         "POST {} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
         signed_path(CMD, TOKEN, now_secs()),
@@ -139,7 +139,7 @@ async fn every_limit_trips_answers_and_is_counted() {
     // Content-Length beside Transfer-Encoding: the length is ignored, the
     // request is judged on its chunked body, and the connection is closed so
     // nothing can be smuggled behind it.
-    let body = fixture("oa-full.json");
+    let body = fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json");
     let te_cl = format!(
         "POST {} HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
         signed_path(CMD, TOKEN, now_secs()),
@@ -189,7 +189,11 @@ async fn every_limit_trips_answers_and_is_counted() {
 async fn the_source_allow_list_and_the_trusted_proxy_header() {
     let direct = TestBridge::start(&["--allowed-sources", "198.51.100.0/24"]).await;
     let url = format!("{}{}", direct.base, signed_path(CMD, TOKEN, now_secs()));
-    let r = post(&url, fixture("oa-full.json")).await;
+    let r = post(
+        &url,
+        fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json"),
+    )
+    .await;
     assert_eq!(
         (r.status, r.json["ErrorCode"].as_u64()),
         (403, Some(4031)),
@@ -210,7 +214,7 @@ async fn the_source_allow_list_and_the_trusted_proxy_header() {
         ("198.51.100.7, 203.0.113.9", 403),
         ("not-an-address", 403),
     ] {
-        let body = fixture("oa-full.json");
+        let body = fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json");
         let head = format!(
             "POST {} HTTP/1.1\r\nhost: x\r\nx-forwarded-for: {forwarded}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             signed_path(CMD, TOKEN, now_secs()),
@@ -233,7 +237,7 @@ async fn the_source_allow_list_and_the_trusted_proxy_header() {
         "10.0.0.0/8",
     ])
     .await;
-    let body = fixture("oa-full.json");
+    let body = fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json");
     let head = format!(
         "POST {} HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 198.51.100.7\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         signed_path(CMD, TOKEN, now_secs()),
@@ -267,7 +271,12 @@ async fn two_tokens_are_valid_during_a_rotation() {
             sign(token, &t)
         );
         assert_eq!(
-            post(&url, fixture("oa-full.json")).await.status,
+            post(
+                &url,
+                fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json")
+            )
+            .await
+            .status,
             status,
             "{token}"
         );
@@ -358,7 +367,7 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
 
     // Requests answered by our handler, by the reason we expect.
     let mut cases: Vec<(&'static str, u16, Vec<u8>)> = Vec::new();
-    let body = fixture("oa-full.json");
+    let body = fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json");
     let t = now_secs();
     for i in 0..200 {
         let path = signed_path(CMD, &format!("wrong-token-{i}"), t);
@@ -643,7 +652,9 @@ async fn tls_termination_in_the_bridge() {
     tokio::spawn(conn);
     let req = hyper::Request::post(signed_path(CMD, TOKEN, now_secs()))
         .header("host", "127.0.0.1")
-        .body(Full::new(Bytes::from(fixture("oa-full.json"))))
+        .body(Full::new(Bytes::from(fixture(
+            "OfficialAccount.CallbackAfterOfficialAccountFull.json",
+        ))))
         .expect("request");
     let resp = sender.send_request(req).await.expect("answer");
     assert_eq!(resp.status(), 200);

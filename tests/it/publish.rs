@@ -16,7 +16,7 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
     let bridge = TestBridge::start(&[]).await;
     let names: Vec<String> = fixture_names()
         .into_iter()
-        .filter(|n| n.starts_with("oa-"))
+        .filter(|n| n.starts_with("OfficialAccount."))
         .collect();
     let mut sent = HashMap::new();
     for name in &names {
@@ -29,8 +29,9 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
             "{name}"
         );
         let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        // Tencent's samples share one EventTime: each command is sent once.
         sent.insert(
-            v["EventTime"].to_string().trim_matches('"').to_owned(),
+            v["CallbackCommand"].as_str().expect("a command").to_owned(),
             (name.clone(), v),
         );
     }
@@ -40,7 +41,7 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
     let mut commands = HashSet::new();
     for rec in &records {
         let e = rec.json();
-        let (name, body) = &sent[&e["event_time_ms"].to_string()];
+        let (name, body) = &sent[e["command"].as_str().expect("command")];
         crate::contract::assert_schema_valid(&e, name);
         commands.insert(e["command"].as_str().expect("command").to_owned());
 
@@ -160,7 +161,7 @@ async fn every_official_account_command_lands_keyed_on_javas_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_callback_twice_has_the_same_id() {
     let bridge = TestBridge::start(&[]).await;
-    let body = fixture("oa-info-changed.json");
+    let body = fixture("OfficialAccount.CallbackAfterOfficialAccountInfoChanged.json");
     let command = command_of(&body);
     let t = now_secs();
     for request_time in [t, t - 5] {
@@ -173,7 +174,9 @@ async fn the_same_callback_twice_has_the_same_id() {
     }
     assert_eq!(
         bridge
-            .send_fixture("oa-info-changed-name-only.json")
+            .send_fixture(
+                "variants/OfficialAccount.CallbackAfterOfficialAccountInfoChanged+name-only.json"
+            )
             .await
             .status,
         200

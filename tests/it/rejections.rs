@@ -45,7 +45,7 @@ async fn raw(base: &str, bytes: &[u8]) -> u16 {
 async fn each_rejection_has_its_status_body_and_counter_and_writes_nothing() {
     let bridge = TestBridge::start(&["--max-body-bytes", "2048"]).await;
     let base = bridge.base.clone();
-    let body = fixture("oa-full.json");
+    let body = fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json");
     let t = now_secs();
     let good = signed_query(APP_ID, CMD, TOKEN, t);
 
@@ -234,7 +234,13 @@ async fn each_rejection_has_its_status_body_and_counter_and_writes_nothing() {
 
     // Nothing rejected reached Kafka: after a valid sentinel has arrived, the
     // topics hold exactly that one record.
-    assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
+    assert_eq!(
+        bridge
+            .send_fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json")
+            .await
+            .status,
+        200
+    );
     assert_eq!(
         consume(&bridge.topic, 1, Duration::from_secs(30))
             .await
@@ -265,7 +271,7 @@ async fn an_app_without_a_token_needs_no_signature() {
             &bridge.base,
             &format!("SdkAppid=1400000777&CallbackCommand={CMD}"),
         ),
-        fixture("oa-full.json"),
+        fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json"),
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -275,7 +281,7 @@ async fn an_app_without_a_token_needs_no_signature() {
             &bridge.base,
             &format!("SdkAppid={APP_ID}&CallbackCommand={CMD}"),
         ),
-        fixture("oa-full.json"),
+        fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json"),
     )
     .await;
     assert_eq!(r.status, 401);
@@ -311,7 +317,13 @@ async fn an_outage_spills_to_the_spool_and_a_full_spool_is_503() {
         "bridge up"
     );
     // In the queue, then timed out and spooled by the delivery callback.
-    assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
+    assert_eq!(
+        bridge
+            .send_fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json")
+            .await
+            .status,
+        200
+    );
     assert_eventually!(
         bridge
             .metric(r#"chat_bridge_kafka_deliveries_total{error_class="timeout",result="failed",stream="events"}"#)
@@ -328,7 +340,9 @@ async fn an_outage_spills_to_the_spool_and_a_full_spool_is_503() {
     let mut ok = 1;
     let mut refused = None;
     for _ in 0..2000 {
-        let r = bridge.send_fixture("oa-after-send-msg.json").await;
+        let r = bridge
+            .send_fixture("OfficialAccount.CallbackAfterSendMsg.json")
+            .await;
         match r.status {
             200 => ok += 1,
             _ => {

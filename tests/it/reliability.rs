@@ -69,14 +69,17 @@ async fn spooled_mode_answers_after_fsync_and_the_forwarder_publishes() {
     let bridge = TestBridge::start(&["--ack-mode", "spooled"]).await;
     let names: Vec<String> = crate::harness::fixture_names()
         .into_iter()
-        .filter(|n| n.starts_with("oa-"))
+        .filter(|n| n.starts_with("OfficialAccount."))
         .collect();
     for name in &names {
         assert_eq!(bridge.send_fixture(name).await.status, 200, "{name}");
     }
     // "Before" callbacks are answered once queued, whatever the mode; the
     // others only once spooled.
-    let before = names.iter().filter(|n| n.contains("-before-")).count();
+    let before = names
+        .iter()
+        .filter(|n| n.contains("CallbackBefore"))
+        .count();
     assert_eq!(before, 3, "{names:?}");
     let n = (names.len() - before) as f64;
     assert_eq!(
@@ -102,9 +105,9 @@ async fn spooled_mode_answers_after_fsync_and_the_forwarder_publishes() {
 async fn delivered_mode_answers_after_kafka_acknowledged() {
     let bridge = TestBridge::start(&["--ack-mode", "delivered"]).await;
     for (i, name) in [
-        "oa-after-create.json",
-        "oa-info-changed.json",
-        "oa-full.json",
+        "OfficialAccount.CallbackAfterCreateOfficialAccount.json",
+        "OfficialAccount.CallbackAfterOfficialAccountInfoChanged.json",
+        "OfficialAccount.CallbackAfterOfficialAccountFull.json",
     ]
     .iter()
     .enumerate()

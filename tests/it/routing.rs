@@ -94,25 +94,28 @@ async fn every_family_is_routed_to_its_topic_and_key() {
     assert_eq!(group["data"]["family"], "group");
     assert_eq!(
         group["data"]["body"]["MsgBody"][0]["MsgContent"]["Text"],
-        "hello"
+        "red packet"
     );
-    assert_eq!(group["data"]["body"]["Random"], 2271566016u64);
-    assert_eq!(group["event_time_ms"], 1732770000143u64);
+    assert_eq!(group["data"]["body"]["Random"], 123456);
+    assert_eq!(group["event_time_ms"], 1670574414123u64);
     assert_eq!(group["event_time_source"], "callback");
-    assert_eq!(group["operator_account"], "user_wang");
+    assert_eq!(group["operator_account"], "admin");
     assert_eq!(group["before"], false);
 
-    let state = one("State.StateChange", "user_wang");
+    let state = one("State.StateChange", "testuser316");
     assert_eq!(state["data"]["body"]["Info"]["Action"], "Login");
     assert_eq!(state["data"]["family"], "state");
 
-    let w = one("Push.OfflinePush", "user_wang");
-    let z = one("Push.OfflinePush", "user_zhao");
+    let w = one("Push.OfflinePush", "user2");
+    let z = one("Push.OfflinePush", "user3");
     assert_ne!(w["id"], z["id"]);
     assert_eq!(w["data"]["batch"], json!({"index": 0, "size": 2}));
     assert_eq!(z["data"]["batch"], json!({"index": 1, "size": 2}));
-    assert_eq!(z["data"]["body"]["TaskId"], "task-1");
-    assert_eq!(z["event_time_ms"], 1732770000164u64);
+    assert_eq!(
+        z["data"]["body"]["PushID"],
+        "6710c631_85_392fcbcff_200000b2f2c6820_200002c869bfb81"
+    );
+    assert_eq!(z["event_time_ms"], 1557481127u64);
 
     let other = one("Brand.NewThing", "op_1");
     assert_eq!(other["data"]["family"], "other");
@@ -232,14 +235,17 @@ action = "count"
     assert_eq!(send_as(&bridge, "C2C.CallbackAfterSendMsg", c2c).await, 200);
     assert_eq!(
         bridge
-            .send_fixture("group-after-send-msg.json")
+            .send_fixture("Group.CallbackAfterSendMsg.json")
             .await
             .status,
         200
     );
     // Before callbacks: answered "allow" at once, counted, not published.
     assert_eq!(
-        bridge.send_fixture("oa-before-send-msg.json").await.status,
+        bridge
+            .send_fixture("OfficialAccount.CallbackBeforeSendMsg.json")
+            .await
+            .status,
         200
     );
     let before = json!({"CallbackCommand": "C2C.CallbackBeforeSendMsg",
@@ -256,18 +262,32 @@ action = "count"
         bridge.base,
         sign(app2_token, &t)
     );
-    assert_eq!(post(&url, fixture("oa-full.json")).await.status, 200);
+    assert_eq!(
+        post(
+            &url,
+            fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json")
+        )
+        .await
+        .status,
+        200
+    );
     let url = url.replace(
         "OfficialAccount.CallbackAfterOfficialAccountFull",
         "State.StateChange",
     );
-    assert_eq!(post(&url, fixture("state-change.json")).await.status, 200);
+    assert_eq!(
+        post(&url, fixture("State.StateChange.json")).await.status,
+        200
+    );
     // The second app's token does not sign for the first app.
     let wrong = url.replace(
         &format!("SdkAppid={app2_id}"),
         &format!("SdkAppid={APP_ID}"),
     );
-    assert_eq!(post(&wrong, fixture("state-change.json")).await.status, 401);
+    assert_eq!(
+        post(&wrong, fixture("State.StateChange.json")).await.status,
+        401
+    );
 
     let routed = consume(&c2c_topic, 1, Duration::from_secs(30)).await;
     assert_eq!(routed.len(), 1);
@@ -279,7 +299,7 @@ action = "count"
     assert_eq!(app2_oa[0].json()["type"], "official_account.full");
     let app2_general = consume(&format!("{app2}-general"), 1, Duration::from_secs(30)).await;
     assert_eq!(app2_general.len(), 1);
-    assert_eq!(app2_general[0].key.as_deref(), Some("user_wang"));
+    assert_eq!(app2_general[0].key.as_deref(), Some("testuser316"));
 
     for (family, n) in [("group", 1.0), ("official_account", 1.0), ("c2c", 1.0)] {
         let sample =
@@ -300,16 +320,25 @@ async fn the_dedup_window_publishes_a_repeat_once() {
     let bridge = TestBridge::start(&["--dedup-window", "10m"]).await;
     for _ in 0..3 {
         assert_eq!(
-            bridge.send_fixture("oa-after-send-msg.json").await.status,
+            bridge
+                .send_fixture("OfficialAccount.CallbackAfterSendMsg.json")
+                .await
+                .status,
             200
         );
         assert_eq!(
-            bridge.send_fixture("push-offline-batch.json").await.status,
+            bridge.send_fixture("Push.OfflinePush.json").await.status,
             200
         );
     }
     // A different callback is not a duplicate.
-    assert_eq!(bridge.send_fixture("oa-full.json").await.status, 200);
+    assert_eq!(
+        bridge
+            .send_fixture("OfficialAccount.CallbackAfterOfficialAccountFull.json")
+            .await
+            .status,
+        200
+    );
     let oa = consume(&bridge.topic, 2, Duration::from_secs(30)).await;
     assert_eq!(oa.len(), 2, "one message_sent, one full");
     let general = consume(&bridge.general, 2, Duration::from_secs(30)).await;
@@ -345,13 +374,19 @@ async fn before_callbacks_do_not_wait_for_the_ack_mode() {
     .await;
     let started = std::time::Instant::now();
     assert_eq!(
-        bridge.send_fixture("oa-before-send-msg.json").await.status,
+        bridge
+            .send_fixture("OfficialAccount.CallbackBeforeSendMsg.json")
+            .await
+            .status,
         200
     );
     let before = started.elapsed();
     let started = std::time::Instant::now();
     assert_eq!(
-        bridge.send_fixture("oa-after-send-msg.json").await.status,
+        bridge
+            .send_fixture("OfficialAccount.CallbackAfterSendMsg.json")
+            .await
+            .status,
         200
     );
     let after = started.elapsed();
