@@ -10,9 +10,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 pub use crate::callback::FieldPath;
+use crate::callback::{Family, table};
 
 /// The account fields tried, in order, when a route names no key field:
 /// the "best account field present".
@@ -133,10 +136,15 @@ pub struct RouteSpec {
     pub action: Option<Action>,
 }
 
-/// The whole table: configured routes first, then the built-in ones.
+/// The whole table: configured routes first, then one built-in route per
+/// command Tencent documents (`callback/commands.toml`), then the built-in
+/// family fallbacks, the last of which matches everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routes {
-    rules: Vec<Route>,
+    configured: Vec<Route>,
+    /// The table's commands, by name (looked up, not scanned).
+    commands: HashMap<String, Route>,
+    fallbacks: Vec<Route>,
 }
 
 fn builtin(pattern: &str, destination: Destination, key: &[&str]) -> Route {
@@ -153,8 +161,32 @@ fn builtin(pattern: &str, destination: Destination, key: &[&str]) -> Route {
 }
 
 impl Routes {
-    /// The built-in routes, in matching order; the last one matches everything.
-    pub fn builtin() -> Vec<Route> {
+    /// One route per command of the command table: the Official Account
+    /// topic for `OfficialAccount.*`, the general topic for the rest, keyed
+    /// by the fields the table gives.
+    fn commands() -> HashMap<String, Route> {
+        table()
+            .iter()
+            .map(|c| {
+                let destination = match c.family {
+                    Family::OfficialAccount => Destination::OfficialAccount,
+                    _ => Destination::General,
+                };
+                let route = Route {
+                    pattern: Pattern::Exact(c.name.clone()),
+                    destination,
+                    key: c.key.clone(),
+                    action: Action::Publish,
+                    origin: "built-in".into(),
+                };
+                (c.name.clone(), route)
+            })
+            .collect()
+    }
+
+    /// The fallbacks for commands the table does not know, by family, in
+    /// matching order; the last one matches everything.
+    pub fn fallbacks() -> Vec<Route> {
         use Destination::{General, OfficialAccount};
         vec![
             builtin(
@@ -164,10 +196,37 @@ impl Routes {
             ),
             builtin("Group.*", General, &["GroupId"]),
             builtin("C2C.*", General, &["From_Account"]),
-            builtin("State.StateChange", General, &["Info.To_Account"]),
-            builtin("Push.OfflinePush", General, &["To_Account", "From_Account"]),
+            builtin(
+                "Sns.*",
+                General,
+                &["From_Account", "PairList.0.From_Account"],
+            ),
+            builtin("State.*", General, &["Info.To_Account"]),
+            builtin("Push.*", General, &["GroupID", "To_Account"]),
+            builtin("Bot.*", General, &["GroupId", "From_Account"]),
+            builtin("Live.*", General, &["RoomId", "RoomInfo.RoomId"]),
+            builtin("Mic.*", General, &["RoomId"]),
+            builtin(
+                "ContentCallback.*",
+                General,
+                &["ContactItem.ToGroupId", "From_Account"],
+            ),
             builtin("*", General, &AUTO_KEY),
         ]
+    }
+
+    /// The built-in route for `command`: its table row's, else its family's.
+    fn builtin_for<'a>(
+        commands: &'a HashMap<String, Route>,
+        fallbacks: &'a [Route],
+        command: &str,
+    ) -> &'a Route {
+        commands.get(command).unwrap_or_else(|| {
+            fallbacks
+                .iter()
+                .find(|r| r.pattern.matches(command))
+                .expect("the last built-in route matches everything")
+        })
     }
 
     /// The table for `specs` (configured routes, in order) and the built-ins.
@@ -175,15 +234,19 @@ impl Routes {
     /// built-in route that matches its pattern's text (`Group.*` → `Group.*`).
     /// Errors name the route (`routes[2].key`).
     pub fn new(specs: Vec<RouteSpec>) -> Result<Routes, (String, String)> {
-        let builtins = Self::builtin();
-        let mut rules = Vec::with_capacity(specs.len() + builtins.len());
+        let commands = Self::commands();
+        let fallbacks = Self::fallbacks();
+        let mut configured = Vec::with_capacity(specs.len());
         for (i, spec) in specs.into_iter().enumerate() {
             let at = |field: &str| format!("routes[{i}].{field}");
             let pattern = Pattern::parse(&spec.command).map_err(|e| (at("command"), e))?;
-            let inherited = builtins
-                .iter()
-                .find(|r| r.pattern.matches(pattern.literal()))
-                .expect("the last built-in route matches everything");
+            let inherited = match &pattern {
+                Pattern::Exact(c) => Self::builtin_for(&commands, &fallbacks, c),
+                Pattern::Prefix(p) => fallbacks
+                    .iter()
+                    .find(|r| r.pattern.matches(p))
+                    .expect("the last built-in route matches everything"),
+            };
             let destination = match spec.topic {
                 Some(t) => Destination::Topic(Arc::from(t)),
                 None => inherited.destination.clone(),
@@ -196,7 +259,7 @@ impl Routes {
                     .collect::<Result<_, _>>()
                     .map_err(|e| (at("key"), e))?,
             };
-            rules.push(Route {
+            configured.push(Route {
                 pattern,
                 destination,
                 key,
@@ -204,26 +267,36 @@ impl Routes {
                 origin: format!("routes[{i}]"),
             });
         }
-        rules.extend(builtins);
-        Ok(Routes { rules })
+        Ok(Routes {
+            configured,
+            commands,
+            fallbacks,
+        })
     }
 
-    /// The first route that matches `command`.
+    /// The route of `command`: the first configured route that matches,
+    /// else the built-in one.
     pub fn find(&self, command: &str) -> &Route {
-        self.rules
+        self.configured
             .iter()
             .find(|r| r.pattern.matches(command))
-            .expect("the last built-in route matches everything")
+            .unwrap_or_else(|| Self::builtin_for(&self.commands, &self.fallbacks, command))
     }
 
-    /// Every route, in matching order.
+    /// Every route: the configured ones in matching order, then the
+    /// built-in ones (the table's by name, then the fallbacks in order).
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
-        self.rules.iter()
+        let mut commands: Vec<&Route> = self.commands.values().collect();
+        commands.sort_by(|a, b| a.pattern.literal().cmp(b.pattern.literal()));
+        self.configured
+            .iter()
+            .chain(commands)
+            .chain(self.fallbacks.iter())
     }
 
     /// Topics named by routes (besides the apps' own topics).
     pub fn named_topics(&self) -> impl Iterator<Item = &str> {
-        self.rules.iter().filter_map(|r| match &r.destination {
+        self.configured.iter().filter_map(|r| match &r.destination {
             Destination::Topic(t) if r.action == Action::Publish => Some(&**t),
             _ => None,
         })

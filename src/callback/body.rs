@@ -6,14 +6,13 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-/// A body that is JSON but not (yet) typed: the two fields every callback
-/// shares, and everything else.
+/// A body that is JSON but not (yet) typed: its own `CallbackCommand`,
+/// and every other field, unchanged (`EventTime` included: its unit
+/// depends on the command, and the event keeps the value as sent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// The body's own `CallbackCommand`, when it has one.
     pub command: Option<String>,
-    /// `EventTime` in milliseconds, from an integer or a numeric string.
-    pub event_time_ms: Option<u64>,
     /// Every other field, unchanged.
     pub fields: Map<String, Value>,
 }
@@ -137,32 +136,37 @@ pub fn parse_body(bytes: &[u8]) -> Result<Envelope, BodyError> {
     into_envelope(fields)
 }
 
-/// Most items a batched body may hold (Tencent sends at most 100).
-pub const MAX_BATCH_ITEMS: usize = 1000;
-
 /// A batched body, split.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
-    /// Each item of `Events`, as its own callback.
+    /// Each item, as its own callback.
     pub items: Vec<Envelope>,
-    /// The batch's fields besides `Events`.
+    /// The batch's fields besides its items.
     pub rest: Map<String, Value>,
 }
 
 /// The items of a batched body (`{"Events": [...]}`, as `Push.OfflinePush`
-/// sends). `None` when the body has no `Events` field (not a batch).
-pub fn split_batch(envelope: &mut Envelope) -> Option<Result<Batch, BodyError>> {
-    let events = envelope.fields.remove("Events")?;
+/// sends): `field` holds them, at most `max_items`. `None` when the body has
+/// no such field (not a batch after all).
+pub fn split_batch(
+    envelope: &mut Envelope,
+    field: &str,
+    max_items: usize,
+) -> Option<Result<Batch, BodyError>> {
+    let events = envelope.fields.remove(field)?;
     let Value::Array(items) = events else {
         return Some(Err(BodyError::InvalidField(
             "Events",
-            format!("expected an array of callbacks, got {events}"),
+            format!("expected an array of callbacks, got {}", kind(&events)),
         )));
     };
-    if items.len() > MAX_BATCH_ITEMS {
+    if items.len() > max_items {
         return Some(Err(BodyError::InvalidField(
             "Events",
-            format!("{} items, more than {MAX_BATCH_ITEMS}", items.len()),
+            format!(
+                "{} items, more than {max_items} (BRIDGE_MAX_BATCH_ITEMS)",
+                items.len()
+            ),
         )));
     }
     let items = items
@@ -171,7 +175,7 @@ pub fn split_batch(envelope: &mut Envelope) -> Option<Result<Batch, BodyError>> 
             Value::Object(fields) => into_envelope(fields),
             other => Err(BodyError::InvalidField(
                 "Events",
-                format!("an item is not an object: {other}"),
+                format!("an item is {}, not an object", kind(&other)),
             )),
         })
         .collect::<Result<Vec<_>, _>>();
@@ -181,7 +185,7 @@ pub fn split_batch(envelope: &mut Envelope) -> Option<Result<Batch, BodyError>> 
     }))
 }
 
-/// Splits `CallbackCommand` and `EventTime` off a body object.
+/// Splits `CallbackCommand` off a body object.
 fn into_envelope(mut fields: Map<String, Value>) -> Result<Envelope, BodyError> {
     let command = match fields.remove("CallbackCommand") {
         None | Some(Value::Null) => None,
@@ -189,22 +193,24 @@ fn into_envelope(mut fields: Map<String, Value>) -> Result<Envelope, BodyError> 
         Some(other) => {
             return Err(BodyError::InvalidField(
                 "CallbackCommand",
-                format!("expected a string, got {other}"),
+                format!("expected a string, got {}", kind(&other)),
             ));
         }
     };
-    let event_time_ms =
-        match fields.remove("EventTime") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(lenient_u64(&v).ok_or_else(|| {
-                BodyError::InvalidField("EventTime", format!("not a number: {v}"))
-            })?),
-        };
-    Ok(Envelope {
-        command,
-        event_time_ms,
-        fields,
-    })
+    Ok(Envelope { command, fields })
+}
+
+/// What kind of JSON value `v` is, for error messages (never the value
+/// itself: a message must not grow with the body).
+pub(super) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// A non-negative integer, sent as a JSON number or as a string of digits.
@@ -232,17 +238,16 @@ mod tests {
     }
 
     #[test]
-    fn envelope_takes_command_and_event_time_in_both_spellings() {
+    fn envelope_takes_the_command_and_keeps_every_other_field() {
         let e = parse_body(br#"{"CallbackCommand":"A.B","EventTime":"1670574414123","X":1}"#)
             .expect("valid");
         assert_eq!(e.command.as_deref(), Some("A.B"));
-        assert_eq!(e.event_time_ms, Some(1_670_574_414_123));
-        assert_eq!(Value::Object(e.fields), json!({"X": 1}));
-        let e = parse_body(br#"{"EventTime":1670574414123}"#).expect("valid");
-        assert_eq!(e.event_time_ms, Some(1_670_574_414_123));
-        assert_eq!(e.command, None);
+        assert_eq!(
+            Value::Object(e.fields),
+            json!({"EventTime": "1670574414123", "X": 1})
+        );
         let e = parse_body(br#"{}"#).expect("valid");
-        assert_eq!(e.event_time_ms, None);
+        assert_eq!(e.command, None);
     }
 
     #[test]
@@ -259,14 +264,6 @@ mod tests {
 
         assert_eq!(parse_body(b"\xff").unwrap_err().as_str(), "body_not_json");
         assert_eq!(parse_body(b"[1]").unwrap_err().as_str(), "body_not_object");
-        assert_eq!(
-            parse_body(br#"{"EventTime":"soon"}"#).unwrap_err().as_str(),
-            "body_invalid_field"
-        );
-        assert_eq!(
-            parse_body(br#"{"EventTime":-5}"#).unwrap_err().as_str(),
-            "body_invalid_field"
-        );
         assert_eq!(
             parse_body(br#"{"CallbackCommand":7}"#)
                 .unwrap_err()

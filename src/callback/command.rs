@@ -29,13 +29,17 @@ pub enum Family {
     Alert,
     /// `ContentCallback.*`
     ContentCallback,
+    /// `Live.*` (TUILiveKit rooms)
+    Live,
+    /// `Mic.*` (TUILiveKit seats)
+    Mic,
     /// Anything else.
     Other,
 }
 
 impl Family {
     /// Every family, in declaration order (`family as usize` indexes it).
-    pub const ALL: [Family; 12] = [
+    pub const ALL: [Family; 14] = [
         Family::OfficialAccount,
         Family::Group,
         Family::C2c,
@@ -47,6 +51,8 @@ impl Family {
         Family::Push,
         Family::Alert,
         Family::ContentCallback,
+        Family::Live,
+        Family::Mic,
         Family::Other,
     ];
 
@@ -65,6 +71,8 @@ impl Family {
             "Push" => Family::Push,
             "Alert" => Family::Alert,
             "ContentCallback" => Family::ContentCallback,
+            "Live" => Family::Live,
+            "Mic" => Family::Mic,
             _ => Family::Other,
         }
     }
@@ -83,13 +91,12 @@ impl Family {
             Family::Push => "push",
             Family::Alert => "alert",
             Family::ContentCallback => "content_callback",
+            Family::Live => "live",
+            Family::Mic => "mic",
             Family::Other => "other",
         }
     }
 }
-
-/// Commands whose body is a batch (`{"Events": [...]}`): one event per item.
-pub const BATCH_COMMANDS: [&str; 2] = ["Push.OfflinePush", "Push.AllMemberPush"];
 
 /// The eleven Official Account (Official Channel) callback commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,10 +165,23 @@ impl OfficialAccountCommand {
 }
 
 /// `true` for Tencent's "Before" callbacks, which ask for a decision (the
-/// bridge always answers "allow"): names containing `CallbackBefore`, and
-/// `Sns.CallbackPrev…`.
+/// bridge always answers "allow"): those the command table marks, and for a
+/// command it does not know, names containing `CallbackBefore` or starting
+/// `Sns.CallbackPrev`.
 pub fn is_before(command: &str) -> bool {
-    command.contains("CallbackBefore") || command.starts_with("Sns.CallbackPrev")
+    match super::table().get(command) {
+        Some(c) => c.kind == super::Kind::Before,
+        None => command.contains("CallbackBefore") || command.starts_with("Sns.CallbackPrev"),
+    }
+}
+
+/// `true` for callbacks whose answer Tencent reads as data (the command
+/// table's `sync` rows, e.g. `Chatbot.OnC2CSignalMessage`): like a Before
+/// callback, answered at once with Tencent's neutral answer.
+pub fn is_sync(command: &str) -> bool {
+    super::table()
+        .get(command)
+        .is_some_and(|c| c.kind == super::Kind::Sync)
 }
 
 #[cfg(test)]

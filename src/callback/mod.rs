@@ -9,20 +9,24 @@
 mod body;
 mod command;
 mod field;
+mod ids;
 mod official_account;
 mod query;
 mod signature;
+mod table;
+mod time;
 mod to_event;
 
-pub use body::{
-    Batch, BodyError, Envelope, Fault, MAX_BATCH_ITEMS, json_depth_exceeds, parse_body, split_batch,
-};
-pub use command::{BATCH_COMMANDS, Family, OfficialAccountCommand, is_before};
+pub use body::{Batch, BodyError, Envelope, Fault, json_depth_exceeds, parse_body, split_batch};
+pub use command::{Family, OfficialAccountCommand, is_before, is_sync};
 pub use field::FieldPath;
+pub use ids::event_id;
 pub use official_account::{
     AccountCreation, AccountFull, InfoChanged, MessageSend, MessageSent, MessageWithdrawn,
     OfficialAccountBody, Subscriber, Subscribers, WithdrawnMessage,
 };
 pub use query::{CallbackQuery, QueryError};
 pub use signature::{SignatureError, sign, verify, verify_any};
-pub use to_event::{Keyed, NoEvents, Unparsed, dead_letter, event_id, parse, source, to_events};
+pub use table::{Command, Kind, Table, Unit, table};
+pub use time::MAX_TIME_MS;
+pub use to_event::{Keyed, NoEvents, Unparsed, dead_letter, parse, source, to_events};

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::body::lenient_u64;
+use super::body::{kind, lenient_u64};
 use super::{BodyError, OfficialAccountCommand};
 
 /// A list item: its one required string, and its other fields.
@@ -83,17 +83,6 @@ impl Fields {
     /// The fields no one took.
     fn rest(&mut self) -> Map<String, Value> {
         std::mem::take(&mut self.0)
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

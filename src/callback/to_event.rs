@@ -9,16 +9,18 @@
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
+use super::ids::{batch_item_id, dead_letter_id, event_id};
+use super::table::Command;
+use super::time::{Time, time_in};
 use super::{
-    BATCH_COMMANDS, BodyError, CallbackQuery, Envelope, Family, FieldPath, OfficialAccountBody,
+    Batch, BodyError, CallbackQuery, Envelope, Family, FieldPath, OfficialAccountBody,
     OfficialAccountCommand, Subscriber, WithdrawnMessage, is_before, json_depth_exceeds,
-    parse_body, split_batch,
+    parse_body, split_batch, table,
 };
 use crate::event::{
     BatchItem, Callback, DeadLetter, Empty, Event, InfoChanged, Lifecycle, Message, Payload,
-    ProfileChanges, SCHEMA_VERSION, Source, SubscriberList, TimeSource, Withdrawn,
+    ProfileChanges, SCHEMA_VERSION, Source, SubscriberList, Withdrawn,
 };
 
 /// Where an authenticated callback came from, as our events describe it.
@@ -36,9 +38,9 @@ pub fn source(query: &CallbackQuery, received_at_ms: u64) -> Source {
 pub enum Unparsed {
     /// It nests deeper than the limit (checked before parsing).
     TooDeep,
-    /// It is not UTF-8 JSON.
-    NotJson(serde_json::Error),
-    /// It is JSON, but not the shape of a callback: dead-letter it.
+    /// It is not UTF-8 JSON, or JSON but not the shape of a callback:
+    /// dead-letter it (Tencent does not send it again; refusing it would
+    /// only lose it).
     Invalid(BodyError),
     /// It, or an item of its batch, names another `CallbackCommand` than the query.
     CommandMismatch {
@@ -55,11 +57,7 @@ pub fn parse(bytes: &[u8], command: &str, max_depth: usize) -> Result<Envelope, 
     if json_depth_exceeds(bytes, max_depth) {
         return Err(Unparsed::TooDeep);
     }
-    let envelope = match parse_body(bytes) {
-        Ok(envelope) => envelope,
-        Err(BodyError::NotJson(e)) => return Err(Unparsed::NotJson(e)),
-        Err(e) => return Err(Unparsed::Invalid(e)),
-    };
+    let envelope = parse_body(bytes).map_err(Unparsed::Invalid)?;
     check_command(command, envelope.command.as_deref())?;
     Ok(envelope)
 }
@@ -92,47 +90,82 @@ pub enum NoEvents {
 /// The events of an authenticated callback of `command` (the query's),
 /// each keyed by the first of `key` present in its body: one typed event
 /// for an Official Account command, one `callback` event per item of a
-/// batch, or one `callback` event with the whole body.
+/// batch (the command table says which commands are batches; at most
+/// `max_batch_items` items), or one `callback` event with the whole body.
+/// Times are read in the unit the command table gives.
 pub fn to_events(
     source: &Source,
     command: &str,
     mut envelope: Envelope,
     key: &[FieldPath],
+    max_batch_items: usize,
 ) -> Result<Vec<Keyed>, NoEvents> {
+    let row = table().get(command);
     let key_of = |fields: &Map<String, Value>| key.iter().find_map(|p| p.get(fields));
     if let Some(typed) = OfficialAccountCommand::parse(command) {
         let key = key_of(&envelope.fields);
-        let event = normalize(source, typed, envelope).map_err(NoEvents::Invalid)?;
+        let event = normalize(source, typed, row, envelope).map_err(NoEvents::Invalid)?;
         return Ok(vec![Keyed { event, key }]);
     }
-    if BATCH_COMMANDS.contains(&command)
-        && let Some(batch) = split_batch(&mut envelope)
-    {
-        let super::Batch { items, rest } = batch.map_err(NoEvents::Invalid)?;
-        if items.is_empty() {
-            return Err(NoEvents::EmptyBatch);
+    if let Some(field) = row.and_then(|r| r.batch.as_deref()) {
+        let batch_id = event_id(source.sdk_app_id, command, &envelope);
+        if let Some(batch) = split_batch(&mut envelope, field, max_batch_items) {
+            let batch = batch.map_err(NoEvents::Invalid)?;
+            return batch_events(source, command, row, &batch_id, batch, &key_of);
         }
-        for item in &items {
-            if let Err(Unparsed::CommandMismatch { query, body }) =
-                check_command(command, item.command.as_deref())
-            {
-                return Err(NoEvents::CommandMismatch { query, body });
-            }
-        }
-        let size = u32::try_from(items.len()).unwrap_or(u32::MAX);
-        return Ok((0..size)
-            .zip(items)
-            .map(|(index, item)| {
-                let key = key_of(&item.fields);
-                let place = (BatchItem { index, size }, &rest);
-                let event = generic(source, command, item, Some(place));
-                Keyed { event, key }
-            })
-            .collect());
     }
+    let time = time_in(&envelope.fields, row)
+        .map_err(NoEvents::Invalid)?
+        .unwrap_or_else(|| Time::received(source.received_at_ms));
+    let id = event_id(source.sdk_app_id, command, &envelope);
     let key = key_of(&envelope.fields);
-    let event = generic(source, command, envelope, None);
+    let event = generic(source, command, envelope, time, id, None, Map::new());
     Ok(vec![Keyed { event, key }])
+}
+
+/// One event per item of a batch. The batch's fields besides its items
+/// (rare, but one body must not multiply memory) go once, into the first
+/// item's `extra`; every item names the batch by its id. An item without a
+/// time takes the batch's, else the receive time.
+fn batch_events(
+    source: &Source,
+    command: &str,
+    row: Option<&'static Command>,
+    batch_id: &str,
+    Batch { items, rest }: Batch,
+    key_of: &dyn Fn(&Map<String, Value>) -> Option<String>,
+) -> Result<Vec<Keyed>, NoEvents> {
+    if items.is_empty() {
+        return Err(NoEvents::EmptyBatch);
+    }
+    for item in &items {
+        if let Err(Unparsed::CommandMismatch { query, body }) =
+            check_command(command, item.command.as_deref())
+        {
+            return Err(NoEvents::CommandMismatch { query, body });
+        }
+    }
+    let outer = time_in(&rest, row).map_err(NoEvents::Invalid)?;
+    let size = u32::try_from(items.len()).unwrap_or(u32::MAX);
+    let mut rest = Some(rest);
+    let mut out = Vec::with_capacity(items.len());
+    for (index, item) in (0..size).zip(items) {
+        let time = time_in(&item.fields, row)
+            .map_err(NoEvents::Invalid)?
+            .or(outer)
+            .unwrap_or_else(|| Time::received(source.received_at_ms));
+        let id = batch_item_id(source.sdk_app_id, command, batch_id, index, &item);
+        let key = key_of(&item.fields);
+        let place = BatchItem {
+            index,
+            size,
+            id: batch_id.to_owned(),
+        };
+        let extra = rest.take().unwrap_or_default();
+        let event = generic(source, command, item, time, id, Some(place), extra);
+        out.push(Keyed { event, key });
+    }
+    Ok(out)
 }
 
 /// The body's own `CallbackCommand` (or a batch item's), when present, must
@@ -148,49 +181,16 @@ fn check_command(query: &str, body: Option<&str>) -> Result<(), Unparsed> {
 }
 
 /// The dead letter of an authentic `body` of `command` that has no events
-/// (`error` says why), with an id derived from its content: 32 hex digits
-/// of SHA-256 over the app, the command and the raw body.
+/// (`error` says why), with an id derived from the raw body.
 pub fn dead_letter(source: &Source, command: &str, error: &BodyError, body: Bytes) -> DeadLetter {
-    let mut h = Sha256::new();
-    h.update(b"chat-kafka-bridge/dlq/v1\0");
-    h.update(source.sdk_app_id.to_string().as_bytes());
-    h.update(b"\0");
-    h.update(command.as_bytes());
-    h.update(b"\0");
-    h.update(&body);
     DeadLetter {
-        id: hex::encode(&h.finalize()[..16]),
+        id: dead_letter_id(source.sdk_app_id, command, &body),
         reason: error.as_str(),
         error: error.to_string(),
         command: command.to_owned(),
         source: source.clone(),
         body,
     }
-}
-
-/// The content-derived event id: 32 hex digits of SHA-256 over the app, the
-/// command, `EventTime` and the body's other fields in canonical (sorted-key,
-/// compact) JSON. Whitespace and key order do not change it; the query's
-/// `Sign`/`RequestTime` (which differ between retries) do not enter it.
-pub fn event_id(sdk_app_id: u64, command: &str, envelope: &Envelope) -> String {
-    let mut h = Sha256::new();
-    h.update(b"chat-kafka-bridge/v1\0");
-    h.update(sdk_app_id.to_string().as_bytes());
-    h.update(b"\0");
-    h.update(command.as_bytes());
-    h.update(b"\0");
-    match envelope.event_time_ms {
-        Some(t) => h.update(t.to_string().as_bytes()),
-        None => h.update(b"-"),
-    }
-    h.update(b"\0");
-    // Serialized into one buffer and hashed in one call: feeding the hasher
-    // serde's many small writes cost more than the hashing itself.
-    let mut canonical = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut canonical, &envelope.fields).expect("a Vec never fails to write");
-    h.update(&canonical);
-    let digest = h.finalize();
-    hex::encode(&digest[..16])
 }
 
 /// Turns an authenticated Official Account callback into an [`Event`].
@@ -200,10 +200,12 @@ pub fn event_id(sdk_app_id: u64, command: &str, envelope: &Envelope) -> String {
 fn normalize(
     source: &Source,
     command: OfficialAccountCommand,
+    row: Option<&'static Command>,
     envelope: Envelope,
 ) -> Result<Event, BodyError> {
     let id = event_id(source.sdk_app_id, command.as_str(), &envelope);
-    let time = event_time(&envelope, source.received_at_ms);
+    let time =
+        time_in(&envelope.fields, row)?.unwrap_or_else(|| Time::received(source.received_at_ms));
     let body = OfficialAccountBody::parse(command, envelope.fields)?;
     Ok(assemble(
         source,
@@ -340,16 +342,17 @@ fn official_account(body: OfficialAccountBody) -> Mapped {
 }
 /// Turns an authenticated callback the bridge has no type for into a
 /// `callback` event that keeps the body's fields unchanged. `command` is the
-/// query's (a body's own must equal it). `batch` places an item in its batch,
-/// with the batch's fields besides its items, which go to `extra`.
+/// query's (a body's own must equal it). `batch` places an item in its
+/// batch; `extra` holds the batch's other fields (first item only).
 fn generic(
     source: &Source,
     command: &str,
     envelope: Envelope,
-    batch: Option<(BatchItem, &Map<String, Value>)>,
+    time: Time,
+    id: String,
+    batch: Option<BatchItem>,
+    extra: Map<String, Value>,
 ) -> Event {
-    let id = event_id(source.sdk_app_id, command, &envelope);
-    let time = event_time(&envelope, source.received_at_ms);
     let text = |name: &str| envelope.fields.get(name)?.as_str().map(str::to_owned);
     let official_account = text("Official_Account");
     let operator_account = text("Operator_Account");
@@ -357,11 +360,11 @@ fn generic(
         payload: Payload::Callback(Callback {
             family: Family::of(command).as_str().to_owned(),
             body: envelope.fields,
-            batch: batch.map(|(item, _)| item),
+            batch,
         }),
         official_account,
         operator_account,
-        extra: batch.map(|(_, rest)| rest.clone()).unwrap_or_default(),
+        extra,
     };
     assemble(source, command, id, time, mapped)
 }
@@ -375,13 +378,7 @@ struct Mapped {
 }
 
 /// The event: what the body gave, and what every event takes from the query.
-fn assemble(
-    source: &Source,
-    command: &str,
-    id: String,
-    (event_time_ms, event_time_source): (u64, TimeSource),
-    mapped: Mapped,
-) -> Event {
+fn assemble(source: &Source, command: &str, id: String, time: Time, mapped: Mapped) -> Event {
     Event {
         version: SCHEMA_VERSION,
         id,
@@ -391,20 +388,14 @@ fn assemble(
         sdk_app_id: source.sdk_app_id,
         official_account: mapped.official_account,
         operator_account: mapped.operator_account,
-        event_time_ms,
-        event_time_source,
+        event_time_ms: time.ms,
+        event_time_source: time.source,
+        event_time_unit: time.unit,
+        event_time_unit_assumed: time.assumed,
         received_at_ms: source.received_at_ms,
         client_ip: source.client_ip.clone(),
         platform: source.platform.clone(),
         extra: mapped.extra,
-    }
-}
-
-/// `EventTime`, or the receive time when the callback has none.
-fn event_time(envelope: &Envelope, received_at_ms: u64) -> (u64, TimeSource) {
-    match envelope.event_time_ms {
-        Some(t) => (t, TimeSource::Callback),
-        None => (received_at_ms, TimeSource::Received),
     }
 }
 
@@ -464,7 +455,7 @@ fn withdrawn(
 #[cfg(test)]
 pub(crate) fn translate(source: &Source, command: &str, body: &[u8]) -> Result<Vec<Event>, String> {
     let envelope = parse(body, command, 32).map_err(|e| format!("{e:?}"))?;
-    let keyed = to_events(source, command, envelope, &[]).map_err(|e| format!("{e:?}"))?;
+    let keyed = to_events(source, command, envelope, &[], 100).map_err(|e| format!("{e:?}"))?;
     Ok(keyed.into_iter().map(|k| k.event).collect())
 }
 
@@ -541,18 +532,16 @@ mod tests {
                 assert!(ids.insert(event.id.clone()), "{stem}: ids differ per item");
                 types.insert(event.payload.type_name());
                 if let Payload::Callback(data) = &event.payload {
-                    // The body's fields, unchanged, minus the two the event maps.
+                    // The body's fields, unchanged, but the command (the event's own).
                     let item = match batch {
-                        Some(items) if BATCH_COMMANDS.contains(&command.as_str()) => &items[i],
+                        Some(items) if table().get(&command).is_some_and(|r| r.batch.is_some()) => {
+                            &items[i]
+                        }
                         _ => &original,
                     };
                     for (k, v) in item.as_object().expect("object") {
                         match k.as_str() {
                             "CallbackCommand" => assert_eq!(v, command.as_str()),
-                            "EventTime" => assert_eq!(
-                                v.to_string().trim_matches('"'),
-                                event.event_time_ms.to_string()
-                            ),
                             _ => assert_eq!(data.body.get(k), Some(v), "{stem}: {k}"),
                         }
                     }
@@ -588,7 +577,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(e.event_time_ms, RECEIVED_AT_MS);
-        assert_eq!(e.event_time_source, TimeSource::Received);
+        assert_eq!(e.event_time_source, crate::event::TimeSource::Received);
     }
 
     #[test]
@@ -620,6 +609,7 @@ mod tests {
         assert_eq!(
             Value::Object(e.extra),
             serde_json::json!({
+                "EventTime": 5,
                 "TopicId": "t",
                 "SubscribeAccountList": [{"Subscriber_Account":"u1","Nick":"x"},{"Subscriber_Account":"u2"}]
             })
@@ -683,7 +673,7 @@ mod properties {
             intro in proptest::option::of(".{0,20}"),
             face in proptest::option::of(".{0,20}"),
             org in proptest::option::of(".{0,20}"),
-            time in proptest::option::of(0u64..=u64::MAX / 2),
+            time in proptest::option::of(0u64..=crate::callback::MAX_TIME_MS),
             time_as_string in any::<bool>(),
             extra in unknown_fields(),
         ) {
@@ -710,7 +700,12 @@ mod properties {
             prop_assert_eq!(&changes.face_url, &face);
             prop_assert_eq!(&changes.organization, &org);
             prop_assert_eq!(event.event_time_ms, time.unwrap_or(7));
-            prop_assert_eq!(event.extra, extra);
+            // EventTime stays in extra, as sent.
+            let mut want = extra;
+            if let Some(t) = time {
+                want.insert("EventTime".into(), if time_as_string { json!(t.to_string()) } else { json!(t) });
+            }
+            prop_assert_eq!(event.extra, want);
         }
 
         #[test]

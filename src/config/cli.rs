@@ -153,6 +153,11 @@ pub struct Cli {
     #[arg(long, env = settings::MAX_JSON_DEPTH.env, value_name = "N")]
     pub max_json_depth: Option<String>,
 
+    /// Most items a batched callback (Push.OfflinePush, Push.AllMemberPush:
+    /// Tencent sends 1 to 100) may hold; a larger batch is dead-lettered whole.
+    #[arg(long, env = settings::MAX_BATCH_ITEMS.env, value_name = "N")]
+    pub max_batch_items: Option<String>,
+
     /// Comma-separated CIDRs allowed to send callbacks, e.g. Tencent's callback
     /// egress ranges; others get 403. Unset: any source.
     #[arg(long, env = settings::ALLOWED_SOURCES.env, value_name = "CIDR,...")]

@@ -25,6 +25,7 @@ pub(super) struct FileConfig {
     pub(super) body_read_timeout: Option<String>,
     pub(super) max_header_bytes: Option<usize>,
     pub(super) max_json_depth: Option<usize>,
+    pub(super) max_batch_items: Option<usize>,
     pub(super) allowed_sources: Option<Vec<String>>,
     pub(super) trusted_proxy_header: Option<String>,
     pub(super) trusted_proxies: Option<Vec<String>>,

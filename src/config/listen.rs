@@ -50,6 +50,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Deepest JSON nesting accepted in a body.
     pub max_json_depth: usize,
+    /// Most items of a batched callback.
+    pub max_batch_items: usize,
     /// Time a client has to send a request's head, from its first byte.
     pub header_read_timeout: Duration,
     /// Time a keep-alive connection may wait for its next request.
@@ -175,6 +177,16 @@ impl Limits {
             )?,
             4..=128,
         )?;
+        let max_batch_items = within(
+            s::MAX_BATCH_ITEMS,
+            layered(
+                s::MAX_BATCH_ITEMS,
+                cli.max_batch_items.take(),
+                file.max_batch_items.take(),
+                number,
+            )?,
+            1..=10_000,
+        )?;
         let max_connections = layered(
             s::MAX_CONNECTIONS,
             cli.max_connections.take(),
@@ -224,6 +236,7 @@ impl Limits {
             max_body_bytes,
             max_header_bytes,
             max_json_depth,
+            max_batch_items,
             header_read_timeout,
             idle_timeout,
             body_read_timeout,

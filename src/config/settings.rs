@@ -76,6 +76,8 @@ settings! {
     MAX_HEADER_BYTES = "BRIDGE_MAX_HEADER_BYTES", "16384";
     /// Deepest JSON.
     MAX_JSON_DEPTH = "BRIDGE_MAX_JSON_DEPTH", "32";
+    /// Most items of a batch.
+    MAX_BATCH_ITEMS = "BRIDGE_MAX_BATCH_ITEMS", "100";
     /// Source allow-list; unset: any.
     ALLOWED_SOURCES = "BRIDGE_ALLOWED_SOURCES";
     /// Trusted proxy header; unset: the socket's peer.

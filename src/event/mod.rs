@@ -44,6 +44,15 @@ pub struct Event {
     pub event_time_ms: u64,
     /// Where `event_time_ms` came from.
     pub event_time_source: TimeSource,
+    /// The unit the callback's time field was read in (`event_time_source`
+    /// `callback`); `null` when the receive time is used. The field's
+    /// original value stays in the body (`data.body` or `extra`).
+    #[serde(default)]
+    pub event_time_unit: Option<TimeUnit>,
+    /// `true` when the bridge did not know the command's unit and read a
+    /// 10-digit time as seconds, a 13-digit one as milliseconds.
+    #[serde(default)]
+    pub event_time_unit_assumed: bool,
     /// When the bridge received the callback, Unix milliseconds.
     pub received_at_ms: u64,
     /// `ClientIP` from the query, when present.
@@ -62,6 +71,17 @@ pub enum TimeSource {
     Callback,
     /// The callback had no `EventTime`; the bridge's receive time is used.
     Received,
+}
+
+/// The unit of a callback's time field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeUnit {
+    /// Unix seconds.
+    #[serde(rename = "s")]
+    Seconds,
+    /// Unix milliseconds.
+    #[serde(rename = "ms")]
+    Millis,
 }
 
 /// The event's `type` and its `data`.
@@ -198,9 +218,10 @@ pub struct Withdrawn {
 pub struct Callback {
     /// The command's family (`group`, `c2c`, `state`, `push`, ..., `other`).
     pub family: String,
-    /// Every body field except `CallbackCommand` and `EventTime` (which are
-    /// the event's `command` and `event_time_ms`), unchanged. For an item of
-    /// a batch (`Push.OfflinePush`), the item's fields.
+    /// Every body field except `CallbackCommand` (the event's `command`),
+    /// unchanged. For an item of a batch (`Push.OfflinePush`), the item's
+    /// fields; the batch's other fields are in the `extra` of its first
+    /// item's event only.
     pub body: Map<String, Value>,
     /// Set when the callback was one item of a batch body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,12 +229,16 @@ pub struct Callback {
 }
 
 /// Where an event's item sat in a batched body (`{"Events": [...]}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchItem {
     /// Position in `Events`, from 0.
     pub index: u32,
     /// Items in the batch.
     pub size: u32,
+    /// The batch's content-derived id (the same for every item of one
+    /// batch, and for the same batch sent again).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
 }
 
 /// Where and when a callback came from: what every event takes from its
@@ -274,6 +299,29 @@ mod tests {
             assert_eq!(event.payload.type_name(), heading);
             let value: serde_json::Value = serde_json::from_str(json).expect("JSON");
             schema_check::assert_valid(&value, heading);
+            // The example is the named fixture's event, as its snapshot has it.
+            let fixture = section
+                .split("fixture `tests/fixtures/callbacks/")
+                .nth(1)
+                .and_then(|s| s.split(".json`").next())
+                .unwrap_or_else(|| panic!("{heading}: names no fixture"));
+            let stem = if section.contains("the second item") {
+                format!("{fixture}-1")
+            } else {
+                fixture.to_owned()
+            };
+            let snapshot = std::fs::read_to_string(format!(
+                "{}/src/callback/snapshots/chat_kafka_bridge__callback__to_event__tests__{stem}.snap",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap_or_else(|e| panic!("{heading}: snapshot of {stem}: {e}"));
+            let snapped: serde_json::Value =
+                serde_json::from_str(snapshot.splitn(3, "---\n").nth(2).expect("insta header"))
+                    .expect("snapshot JSON");
+            assert_eq!(
+                value, snapped,
+                "{heading}: docs/events.md differs from {stem}'s snapshot"
+            );
             seen.push(heading.to_owned());
         }
         assert_eq!(seen.len(), 12, "{seen:?}");

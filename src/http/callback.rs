@@ -2,16 +2,17 @@
 //!
 //! Order matters: the cheap checks (source, path, method, query, app,
 //! signature) run before the body is read, so an unauthenticated request
-//! costs no body read and is never written to Kafka. A body that is not
-//! UTF-8 JSON, or nests too deep, is refused: Tencent only sends JSON, and
-//! the signature does not cover the body, so such a body under a valid
-//! signature is a replay with a forged body. An authenticated JSON body that
-//! does not have its command's shape is dead-lettered and still answered OK:
-//! Tencent would not retry it. The route ([`crate::route`]) decides the
-//! topic, the key and whether to publish at all; every command has one.
-//! When "OK" may be said is `BRIDGE_ACK_MODE`'s business
-//! ([`crate::sink::Publisher`]), except for "Before" callbacks, which are
-//! answered once queued.
+//! costs no body read and is never written to Kafka. A body that nests too
+//! deep, or is larger than the limit, is refused before it is parsed. An
+//! authenticated body that is not UTF-8 JSON, or does not have its
+//! command's shape, is dead-lettered and still answered OK: Tencent would
+//! not send it again, and refusing it would only lose it (HTTPS, not a
+//! refusal, is what protects the body). The route ([`crate::route`])
+//! decides the topic, the key and whether to publish at all; every command
+//! has one. When "OK" may be said is `BRIDGE_ACK_MODE`'s business
+//! ([`crate::sink::Publisher`]), except for "Before" and sync callbacks,
+//! which a user's action waits for: they are answered once queued, with
+//! the neutral answer Tencent documents (allow, or no reply).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub enum Handled {
     Duplicate {
         /// Its command's family.
         family: Family,
+        /// The query's `CallbackCommand`.
+        command: String,
     },
     /// Answered OK and only counted.
     Counted {
@@ -89,7 +92,7 @@ pub async fn serve(
 /// its counters.
 fn account(state: &State, result: Result<Handled, Rejection>) -> Response<Full<Bytes>> {
     let metrics = &state.metrics;
-    match result {
+    let command = match result {
         Ok(Handled::Published {
             family,
             command,
@@ -98,25 +101,35 @@ fn account(state: &State, result: Result<Handled, Rejection>) -> Response<Full<B
         }) => {
             metrics.events_published(family, &command, generic, events);
             metrics.callback_accepted(family, Accepted::Published);
+            command
         }
-        Ok(Handled::Duplicate { family }) => metrics.callback_accepted(family, Accepted::Duplicate),
+        Ok(Handled::Duplicate { family, command }) => {
+            metrics.callback_accepted(family, Accepted::Duplicate);
+            command
+        }
         Ok(Handled::Counted {
             family,
             command,
             why,
-        }) => metrics.callback_counted(family, &command, why),
+        }) => {
+            metrics.callback_counted(family, &command, why);
+            command
+        }
         Ok(Handled::DeadLettered {
             family,
             command,
             error,
-        }) => metrics.callback_dead_lettered(family, error.fault(), &command, &error),
+        }) => {
+            metrics.callback_dead_lettered(family, error.fault(), &command, &error);
+            command
+        }
         Err(rejection) => {
             let a = rejection.answer();
             metrics.callback_rejected(a.reason, a.status.as_u16(), &rejection);
             return rejection.response();
         }
-    }
-    respond::ok()
+    };
+    respond::accepted(&command)
 }
 
 /// The source, path, method, query, app and signature checks, before the
@@ -180,7 +193,6 @@ async fn handle(
                 limit: config.limits.max_json_depth,
             });
         }
-        Err(Unparsed::NotJson(e)) => return Err(Rejection::BodyNotJson(e.to_string())),
         Err(Unparsed::CommandMismatch { query, body }) => {
             return Err(Rejection::CommandMismatch { query, body });
         }
@@ -207,7 +219,13 @@ async fn handle(
         Destination::General => app.topics.general.clone(),
         Destination::Topic(t) => t.clone(),
     };
-    let events = match callback::to_events(&source, &query.command, envelope, &route.key) {
+    let events = match callback::to_events(
+        &source,
+        &query.command,
+        envelope,
+        &route.key,
+        config.limits.max_batch_items,
+    ) {
         Ok(events) => events,
         Err(NoEvents::Invalid(e)) => {
             return dead_letter(state, app, family, query.command, &source, e, body).await;
@@ -232,11 +250,11 @@ async fn publish(
     // The events of one callback share its command: what one says of being
     // a Before callback or a `callback` event holds for all of them.
     let Some(Keyed { event: first, .. }) = events.first() else {
-        return Ok(Handled::Duplicate { family });
+        return Ok(Handled::Duplicate { family, command });
     };
-    // A user's action waits for a Before callback's answer: its audit event
-    // is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
-    let at_once = first.before;
+    // A user's action waits for a Before (or sync) callback's answer: its
+    // audit event is acknowledged once queued, whatever BRIDGE_ACK_MODE says.
+    let at_once = first.before || callback::is_sync(&command);
     let generic = matches!(first.payload, Payload::Callback(_));
     let mut fresh = Vec::with_capacity(events.len());
     let mut claimed = Vec::new();
@@ -254,7 +272,7 @@ async fn publish(
     }
     let published = fresh.len();
     if published == 0 {
-        return Ok(Handled::Duplicate { family });
+        return Ok(Handled::Duplicate { family, command });
     }
     if let Err(e) = state.publisher.publish(fresh, &topic, at_once).await {
         if let Some(dedup) = &state.dedup {

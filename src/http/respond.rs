@@ -44,8 +44,6 @@ pub enum Rejection {
         /// The configured timeout.
         timeout: std::time::Duration,
     },
-    /// The body is not UTF-8 JSON.
-    BodyNotJson(String),
     /// The body nests deeper than `BRIDGE_MAX_JSON_DEPTH`.
     BodyTooDeep {
         /// The configured depth.
@@ -153,12 +151,6 @@ impl Rejection {
                 R::BodyTimeout,
                 "the body did not arrive in time",
             ),
-            Rejection::BodyNotJson(_) => (
-                S::BAD_REQUEST,
-                4004,
-                R::BodyNotJson,
-                "the body is not UTF-8 JSON",
-            ),
             Rejection::BodyTooDeep { .. } => (
                 S::BAD_REQUEST,
                 4005,
@@ -227,7 +219,6 @@ impl std::fmt::Display for Rejection {
             Rejection::BodyTimeout { timeout } => {
                 write!(f, "the body did not arrive within {timeout:?}")
             }
-            Rejection::BodyNotJson(e) => write!(f, "the body is not UTF-8 JSON: {e}"),
             Rejection::BodyTooDeep { limit } => {
                 write!(f, "the body's JSON nests deeper than {limit}")
             }
@@ -245,6 +236,19 @@ impl std::fmt::Display for Rejection {
 /// `200 OK` with [`OK_BODY`].
 pub fn ok() -> Response<Full<Bytes>> {
     json(StatusCode::OK, Bytes::from_static(OK_BODY.as_bytes()))
+}
+
+/// `200 OK` for an accepted callback of `command`: the neutral answer the
+/// command table gives it (for a sync callback, whose answer Tencent reads
+/// as data), else [`OK_BODY`] ("allow" for a Before callback).
+pub fn accepted(command: &str) -> Response<Full<Bytes>> {
+    match crate::callback::table()
+        .get(command)
+        .and_then(|c| c.answer.as_deref())
+    {
+        Some(answer) => json(StatusCode::OK, Bytes::from_static(answer.as_bytes())),
+        None => ok(),
+    }
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
@@ -277,7 +281,6 @@ mod tests {
             Rejection::BodyTimeout {
                 timeout: std::time::Duration::from_secs(1),
             },
-            Rejection::BodyNotJson("x".into()),
             Rejection::BodyTooDeep { limit: 1 },
             Rejection::CommandMismatch {
                 query: "a".into(),

@@ -59,8 +59,7 @@ impl Callbacks {
             .iter()
             .map(|r| rejections.with_label_values(&[r.as_str()]))
             .collect();
-        // A body that is not JSON is refused, never dead-lettered.
-        for fault in Fault::ALL.iter().filter(|f| **f != Fault::NotJson) {
+        for fault in Fault::ALL {
             dead_lettered.with_label_values(&[fault.as_str()]).reset();
         }
         events

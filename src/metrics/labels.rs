@@ -90,8 +90,6 @@ label! {
         BodyReadFailed => "body_read_failed",
         /// Slower than `BRIDGE_BODY_READ_TIMEOUT`.
         BodyTimeout => "body_timeout",
-        /// Not UTF-8 JSON.
-        BodyNotJson => "body_not_json",
         /// Deeper than `BRIDGE_MAX_JSON_DEPTH`.
         BodyTooDeep => "body_too_deep",
         /// The body names another command than the query.

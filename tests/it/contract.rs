@@ -344,10 +344,22 @@ async fn a_java_producer_puts_each_key_on_the_bridges_partition() {
     let used: BTreeSet<i32> = bridge_partition.values().copied().collect();
     assert!(used.len() > 1, "keys spread over partitions: {used:?}");
 
+    let keys: Vec<String> = bridge_partition.keys().cloned().collect();
+    let java_partition = java_partitions(&keys).await;
+    assert_eq!(java_partition.len(), bridge_partition.len());
+    assert_eq!(
+        java_partition, bridge_partition,
+        "Java's default partitioner ({PARTITIONS} partitions) disagrees with the bridge"
+    );
+    bridge.stop().await;
+}
+
+/// The partition Apache kafka-clients (Java's default partitioner) puts
+/// each of `keys` on, producing to a topic of [`PARTITIONS`] partitions.
+pub async fn java_partitions(keys: &[String]) -> BTreeMap<String, i32> {
     let java_topic = unique("java");
     create_topic(&java_topic).await;
     let keys_file = PathBuf::from(TMP).join(format!("{java_topic}.keys"));
-    let keys: Vec<&str> = bridge_partition.keys().map(String::as_str).collect();
     std::fs::write(&keys_file, keys.join("\n") + "\n").expect("write keys");
     let out = tokio::task::spawn_blocking(move || {
         run(
@@ -363,17 +375,10 @@ async fn a_java_producer_puts_each_key_on_the_bridges_partition() {
     })
     .await
     .expect("java thread");
-    let java_partition: BTreeMap<String, i32> = out
-        .lines()
+    out.lines()
         .map(|l| {
             let (p, k) = l.split_once('\t').expect("partition TAB key");
             (k.to_owned(), p.parse().expect("partition"))
         })
-        .collect();
-    assert_eq!(java_partition.len(), bridge_partition.len(), "{out}");
-    assert_eq!(
-        java_partition, bridge_partition,
-        "Java's default partitioner ({PARTITIONS} partitions) disagrees with the bridge"
-    );
-    bridge.stop().await;
+        .collect()
 }

@@ -9,7 +9,7 @@ use chat_kafka_bridge::callback::sign;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{APP_ID, TOKEN, TestBridge, count_records, fixture, now_secs, post};
+use crate::harness::{APP_ID, TOKEN, TestBridge, consume, count_records, fixture, now_secs, post};
 
 const CMD: &str = "OfficialAccount.CallbackAfterOfficialAccountFull";
 
@@ -155,33 +155,45 @@ async fn every_limit_trips_answers_and_is_counted() {
         "the smuggled request was served: {answer}"
     );
 
-    // Bodies that are not UTF-8 JSON, or nest too deep, under a valid signature.
-    for (body, code, reason) in [
-        (
-            b"{\"CallbackCommand\": \"Off".to_vec(),
-            4004,
-            "body_not_json",
-        ),
-        (b"\xff\xfe\x00garbage".to_vec(), 4004, "body_not_json"),
-        (
-            format!("{}{}", "[".repeat(100), "]".repeat(100)).into_bytes(),
-            4005,
-            "body_too_deep",
-        ),
+    // Under a valid signature, a body that nests too deep is refused before
+    // parsing; one that is not UTF-8 JSON is authentic as far as anyone can
+    // tell, so it is dead-lettered (issue 11: refusing it would only lose it).
+    let r = post(
+        &format!("{base}{}", signed_path(CMD, TOKEN, now_secs())),
+        format!("{}{}", "[".repeat(100), "]".repeat(100)).into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.json["ErrorCode"], 4005);
+    for body in [
+        b"{\"CallbackCommand\": \"Off".to_vec(),
+        b"\xff\xfe\x00garbage".to_vec(),
     ] {
         let r = post(
             &format!("{base}{}", signed_path(CMD, TOKEN, now_secs())),
             body,
         )
         .await;
-        assert_eq!(r.status, 400, "{reason}: {r:?}");
-        assert_eq!(r.json["ErrorCode"], code, "{reason}");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json["ErrorCode"], 0);
     }
-    assert_eq!(bridge.metric(&rejected("body_not_json")).await, 2.0);
     assert_eq!(bridge.metric(&rejected("body_too_deep")).await, 1.0);
-    // Only the two valid callbacks (idle and TE tests) reached Kafka.
+    assert_eq!(
+        bridge
+            .metric(r#"chat_bridge_callbacks_dead_lettered_total{reason="body_not_json"}"#)
+            .await,
+        2.0
+    );
+    // Only the two valid callbacks (idle and TE tests) reached the events
+    // topic; the two non-JSON bodies are dead letters, byte for byte.
     assert_eq!(count_records(&bridge.topic).await, 2);
-    assert_eq!(count_records(&bridge.dlq).await, 0);
+    let dead = consume(&bridge.dlq, 2, Duration::from_secs(30)).await;
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead.iter()
+            .all(|d| d.headers["bridge_reason"] == "body_not_json")
+    );
+    assert!(dead.iter().any(|d| d.payload == b"\xff\xfe\x00garbage"));
     bridge.stop().await;
 }
 
@@ -415,10 +427,11 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
             request(&signed_path(CMD, TOKEN, t), deep.as_bytes()),
         ));
     }
+    // Not UTF-8 JSON under a valid signature: dead-lettered (200), raw.
     for _ in 0..50 {
         cases.push((
-            "body_not_json",
-            400,
+            "dead_lettered",
+            200,
             request(
                 &signed_path(CMD, TOKEN, t),
                 b"\xc3\x28\xff{\"CallbackCommand\":1}",
@@ -555,8 +568,8 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
     );
     assert_eq!(
         count_records(&dlq).await,
-        100,
-        "only the 100 authentic-looking dead letters"
+        150,
+        "only the 150 authentic-looking dead letters"
     );
 
     // The counters add up to what was sent.
@@ -572,7 +585,6 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
         "signature_missing",
         "body_too_large",
         "body_too_deep",
-        "body_not_json",
     ] {
         let counted = m(format!(
             r#"chat_bridge_callbacks_rejected_total{{reason="{reason}"}}"#
@@ -595,6 +607,9 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
     let dead =
         m(r#"chat_bridge_callbacks_dead_lettered_total{reason="body_invalid_field"}"#.into()).await;
     assert_eq!(dead, 100);
+    let not_json =
+        m(r#"chat_bridge_callbacks_dead_lettered_total{reason="body_not_json"}"#.into()).await;
+    assert_eq!(not_json, 50);
     eprintln!(
         "[abuse] hostile requests {hostile_sent} ({answered_cases} answered by the handler: {by_reason:?}; 300 slow-drip connections, all closed; 10 pipelined-garbage connections; 50 truncated bodies, {truncated} counted); valid callbacks {} answered OK, {} in Kafka, lost {}; header_timeout closes {header_timeouts}; RSS {} KiB at start, {} KiB peak",
         result.acked.len(),

@@ -9,6 +9,7 @@ mod load;
 
 mod admin;
 mod binary;
+mod callbacks;
 mod compat;
 mod contract;
 mod dead_letter;

@@ -106,16 +106,22 @@ async fn every_family_is_routed_to_its_topic_and_key() {
     assert_eq!(state["data"]["body"]["Info"]["Action"], "Login");
     assert_eq!(state["data"]["family"], "state");
 
+    // A user push keyed by its recipient, a group push by its group (issue 11).
     let w = one("Push.OfflinePush", "user2");
-    let z = one("Push.OfflinePush", "user3");
+    let z = one("Push.OfflinePush", "@TGS#12DEVUDHQ");
     assert_ne!(w["id"], z["id"]);
-    assert_eq!(w["data"]["batch"], json!({"index": 0, "size": 2}));
-    assert_eq!(z["data"]["batch"], json!({"index": 1, "size": 2}));
+    assert_eq!(w["data"]["batch"]["index"], 0);
+    assert_eq!(z["data"]["batch"]["index"], 1);
+    assert_eq!(z["data"]["batch"]["size"], 2);
+    assert_eq!(w["data"]["batch"]["id"], z["data"]["batch"]["id"]);
     assert_eq!(
         z["data"]["body"]["PushID"],
         "6710c631_85_392fcbcff_200000b2f2c6820_200002c869bfb81"
     );
-    assert_eq!(z["event_time_ms"], 1557481127u64);
+    // Push times are seconds (Tencent's "Other Push Callbacks" page).
+    assert_eq!(z["event_time_ms"], 1557481127000u64);
+    assert_eq!(z["event_time_unit"], "s");
+    assert_eq!(z["data"]["body"]["EventTime"], 1557481127u64);
 
     let other = one("Brand.NewThing", "op_1");
     assert_eq!(other["data"]["family"], "other");
@@ -422,7 +428,7 @@ async fn a_batch_waits_for_kafka_once_not_once_per_item() {
     .await;
     let items: Vec<Value> = (0..20)
         .map(|i| {
-            json!({"CallbackCommand": "Push.OfflinePush", "EventTime": 1_732_770_000_000u64 + i,
+            json!({"CallbackCommand": "Push.OfflinePush", "EventTime": 1_732_770_000u64 + i,
                 "From_Account": "admin01", "To_Account": format!("user_{i}")})
         })
         .collect();
