@@ -130,11 +130,16 @@ impl Bridge {
         let segment_bytes = (max_bytes / 8).clamp(16 * 1024, 64 * 1024 * 1024);
         let spool = Spool::open(&config.spool.dir, max_bytes, segment_bytes, metrics.clone())?;
         metrics.spool_capacity(max_bytes);
+        let dead_letter_topics = config
+            .apps
+            .values()
+            .map(|a| (a.sdk_app_id, a.topics.dead_letter.clone()))
+            .collect();
         let kafka = Arc::new(KafkaSink::new(
             &config.kafka,
             topics,
             &bootstrap,
-            config.limits.max_body_bytes,
+            dead_letter_topics,
             metrics.clone(),
             spool.clone(),
             health.draining(),
@@ -144,18 +149,23 @@ impl Bridge {
             spool.clone(),
             config.spool.ack_mode,
             config.spool.delivery_timeout,
+            metrics.clone(),
         );
         let dedup = config
             .routing
             .dedup_window
             .map(|w| crate::dedup::Dedup::new(w, config.routing.dedup_max_entries));
         let shutdown_timeout = config.shutdown_timeout;
+        let body_budget = Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_inflight_body_bytes,
+        ));
         let state = Arc::new(State {
             config,
             dedup,
             metrics: metrics.clone(),
             publisher,
             health: health.clone(),
+            body_budget,
         });
         Ok(Bridge {
             state,

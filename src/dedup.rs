@@ -114,6 +114,17 @@ impl Dedup {
         }
     }
 
+    /// A set of claims that is released when dropped, unless [`Claims::keep`]
+    /// is called: every path that does not end in an acknowledged record
+    /// (an error, a panic, a request dropped by its client) forgets its ids,
+    /// so Tencent's retry is published (issue 12, finding 3).
+    pub fn claims(&self) -> Claims<'_> {
+        Claims {
+            dedup: self,
+            ids: Vec::new(),
+        }
+    }
+
     /// Ids held now.
     pub fn len(&self) -> usize {
         self.state
@@ -129,6 +140,36 @@ impl Dedup {
     }
 }
 
+/// Ids claimed by one callback, released on drop unless kept.
+pub struct Claims<'a> {
+    dedup: &'a Dedup,
+    ids: Vec<String>,
+}
+
+impl Claims<'_> {
+    /// Claims `id`; `Claim::Duplicate` when it was published within the window.
+    pub fn claim(&mut self, id: &str, now: Instant) -> Outcome {
+        let outcome = self.dedup.claim(id, now);
+        if outcome.claim == Claim::New {
+            self.ids.push(id.to_owned());
+        }
+        outcome
+    }
+
+    /// The records are acknowledged: the ids stay claimed.
+    pub fn keep(mut self) {
+        self.ids.clear();
+    }
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            self.dedup.release(id);
+        }
+    }
+}
+
 fn parse_id(id: &str) -> Option<u128> {
     if id.len() != 32 {
         return None;
@@ -139,6 +180,41 @@ fn parse_id(id: &str) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 12, finding 3: claims not kept (an error, a panic, a dropped
+    /// request) are forgotten, so the retry is published; kept ones stay.
+    #[test]
+    fn claims_are_released_unless_kept() {
+        let d = Dedup::new(Duration::from_secs(60), 100);
+        let now = Instant::now();
+        let id = "0123456789abcdef0123456789abcdef";
+        {
+            let mut c = d.claims();
+            assert_eq!(c.claim(id, now).claim, Claim::New);
+        } // dropped: released
+        assert_eq!(d.claim(id, now).claim, Claim::New, "a retry is new again");
+        d.release(id);
+        let result = std::panic::catch_unwind(|| {
+            let mut c = d.claims();
+            c.claim(id, now);
+            panic!("building the record failed");
+        });
+        assert!(result.is_err());
+        assert_eq!(
+            d.claim(id, now).claim,
+            Claim::New,
+            "released by the unwinding"
+        );
+        d.release(id);
+        let mut c = d.claims();
+        c.claim(id, now);
+        c.keep();
+        assert_eq!(
+            d.claim(id, now).claim,
+            Claim::Duplicate,
+            "kept after acknowledgement"
+        );
+    }
 
     fn id(n: u32) -> String {
         format!("{n:032x}")

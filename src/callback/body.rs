@@ -95,11 +95,33 @@ impl fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
-/// `true` when `bytes` nest JSON arrays/objects deeper than `max`. A linear
-/// scan that respects strings, run before parsing so that deep nesting never
-/// reaches the parser's recursion.
-pub fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
+/// How much JSON a body may hold before it is parsed: the parser's
+/// recursion and memory grow with nesting and with the number of values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonLimits {
+    /// Deepest nesting of arrays and objects.
+    pub depth: usize,
+    /// Most values (each container, member and element).
+    pub values: usize,
+}
+
+/// Which [`JsonLimits`] a body is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverLimit {
+    /// It nests deeper than `depth`.
+    Depth,
+    /// It holds more values than `values`.
+    Values,
+}
+
+/// The limit `bytes` are over, if any: a linear scan that respects strings,
+/// run before parsing, so deep nesting never reaches the parser's recursion
+/// and a body of a million tiny values never becomes a million-node tree
+/// (issue 12, finding 6). Values are counted as the containers plus the
+/// separators between members and elements.
+pub fn json_over_limits(bytes: &[u8], limits: JsonLimits) -> Option<OverLimit> {
     let mut depth = 0usize;
+    let mut values = 1usize;
     let mut in_string = false;
     let mut escaped = false;
     for &b in bytes {
@@ -116,15 +138,52 @@ pub fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                if depth > max {
-                    return true;
+                values += 1;
+                if depth > limits.depth {
+                    return Some(OverLimit::Depth);
                 }
             }
+            b',' => values += 1,
             b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            _ => continue,
+        }
+        if values > limits.values {
+            return Some(OverLimit::Values);
         }
     }
-    false
+    None
+}
+
+/// `true` when `bytes` nest JSON arrays/objects deeper than `max`.
+pub fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
+    let limits = JsonLimits {
+        depth: max,
+        values: usize::MAX,
+    };
+    json_over_limits(bytes, limits) == Some(OverLimit::Depth)
+}
+
+/// The longest account, group or room id accepted where it becomes a record
+/// key or a header (Tencent's UserIDs are at most 32 bytes, GroupIds 48).
+pub const MAX_ID_BYTES: usize = 255;
+
+/// An id that becomes a record key or a header: at most [`MAX_ID_BYTES`],
+/// no control characters (CR, LF, NUL, ESC, ... in a header or a key are
+/// trouble for every consumer; issue 12, finding 11).
+pub(super) fn usable_id(field: &'static str, value: &str) -> Result<(), BodyError> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(BodyError::InvalidField(
+            field,
+            format!("{} bytes, more than {MAX_ID_BYTES}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(BodyError::InvalidField(
+            field,
+            "holds a control character".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a body into its [`Envelope`].
@@ -235,6 +294,29 @@ mod tests {
         assert!(!json_depth_exceeds(br#"{"a":"[[[[{{{{\"[[[["}"#, 1));
         assert!(json_depth_exceeds(&b"[".repeat(10_000), 32));
         assert!(!json_depth_exceeds(b"", 1));
+    }
+
+    #[test]
+    fn values_are_counted_outside_strings() {
+        let limits = JsonLimits {
+            depth: 32,
+            values: 5,
+        };
+        assert_eq!(json_over_limits(br#"{"a":1,"b":[1,2]}"#, limits), None);
+        assert_eq!(
+            json_over_limits(br#"{"a":1,"b":[1,2,3,4,5]}"#, limits),
+            Some(OverLimit::Values)
+        );
+        assert_eq!(json_over_limits(br#"{"a":",,,,,,,,[[[["}"#, limits), None);
+        let many = format!("[{}0]", "0,".repeat(200_000));
+        let big = JsonLimits {
+            depth: 32,
+            values: 10_000,
+        };
+        assert_eq!(
+            json_over_limits(many.as_bytes(), big),
+            Some(OverLimit::Values)
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ mod table;
 mod time;
 mod to_event;
 
-pub use body::{Batch, BodyError, Envelope, Fault, json_depth_exceeds, parse_body, split_batch};
+pub use body::{
+    Batch, BodyError, Envelope, Fault, JsonLimits, OverLimit, json_depth_exceeds, json_over_limits,
+    parse_body, split_batch,
+};
 pub use command::{Family, OfficialAccountCommand, is_before, is_sync};
 pub use field::FieldPath;
 pub use ids::event_id;

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::body::{kind, lenient_u64};
+use super::body::{kind, lenient_u64, usable_id};
 use super::{BodyError, OfficialAccountCommand};
 
 /// A list item: its one required string, and its other fields.
@@ -33,6 +33,29 @@ impl Fields {
             None => Err(BodyError::MissingField(name)),
             Some(Value::String(s)) => Ok(s),
             Some(other) => Err(invalid(name, "a string", &other)),
+        }
+    }
+
+    /// The account the event is about (it becomes the key and `ce_subject`):
+    /// required, not empty, a usable id.
+    fn account(&mut self, name: &'static str) -> Result<String, BodyError> {
+        let account = self.required_string(name)?;
+        if account.is_empty() {
+            return Err(BodyError::MissingField(name));
+        }
+        usable_id(name, &account)?;
+        Ok(account)
+    }
+
+    /// An optional account: empty counts as absent.
+    fn optional_account(&mut self, name: &'static str) -> Result<Option<String>, BodyError> {
+        match self.string(name)? {
+            Some(a) if a.is_empty() => Ok(None),
+            Some(a) => {
+                usable_id(name, &a)?;
+                Ok(Some(a))
+            }
+            None => Ok(None),
         }
     }
 
@@ -108,9 +131,9 @@ pub struct AccountCreation {
 impl AccountCreation {
     fn take(f: &mut Fields) -> Result<Self, BodyError> {
         Ok(AccountCreation {
-            official_account: f.string("Official_Account")?,
+            official_account: f.optional_account("Official_Account")?,
             operator_account: f.string("Operator_Account")?,
-            owner_account: f.string("Owner_Account")?,
+            owner_account: f.optional_account("Owner_Account")?,
             name: f.string("Name")?,
             extra: f.rest(),
         })
@@ -147,7 +170,7 @@ pub struct InfoChanged {
 impl InfoChanged {
     fn take(f: &mut Fields) -> Result<Self, BodyError> {
         Ok(InfoChanged {
-            official_account: f.required_string("Official_Account")?,
+            official_account: f.account("Official_Account")?,
             operator_account: f.string("Operator_Account")?,
             name: f.string("Name")?,
             introduction: f.string("Introduction")?,
@@ -183,7 +206,7 @@ pub struct Subscribers {
 impl Subscribers {
     fn take(f: &mut Fields) -> Result<Self, BodyError> {
         Ok(Subscribers {
-            official_account: f.required_string("Official_Account")?,
+            official_account: f.account("Official_Account")?,
             operator_account: f.string("Operator_Account")?,
             subscribers: f
                 .list("SubscribeAccountList", "Subscriber_Account")?
@@ -207,7 +230,7 @@ pub struct AccountFull {
 impl AccountFull {
     fn take(f: &mut Fields) -> Result<Self, BodyError> {
         Ok(AccountFull {
-            official_account: f.required_string("Official_Account")?,
+            official_account: f.account("Official_Account")?,
             extra: f.rest(),
         })
     }
@@ -231,7 +254,7 @@ pub struct MessageSend {
 impl MessageSend {
     fn take(f: &mut Fields) -> Result<Self, BodyError> {
         Ok(MessageSend {
-            official_account: f.required_string("Official_Account")?,
+            official_account: f.account("Official_Account")?,
             online_only_flag: f.number("OnlineOnlyFlag")?,
             msg_body: f.value("MsgBody"),
             cloud_custom_data: f.string("CloudCustomData")?,
@@ -262,7 +285,7 @@ pub struct MessageSent {
 impl MessageSent {
     fn take(f: &mut Fields) -> Result<Self, BodyError> {
         Ok(MessageSent {
-            official_account: f.required_string("Official_Account")?,
+            official_account: f.account("Official_Account")?,
             msg_key: f.string("MsgKey")?,
             msg_time_secs: f.number("MsgTime")?,
             online_only_flag: f.number("OnlineOnlyFlag")?,
@@ -296,7 +319,7 @@ pub struct MessageWithdrawn {
 impl MessageWithdrawn {
     fn take(f: &mut Fields) -> Result<Self, BodyError> {
         Ok(MessageWithdrawn {
-            official_account: f.required_string("Official_Account")?,
+            official_account: f.account("Official_Account")?,
             messages: f
                 .list("WithdrawMsgList", "MsgKey")?
                 .into_iter()

@@ -33,14 +33,22 @@ pub enum QueryError {
     MissingCommand,
     /// A parameter that decides identity or authenticity appears twice.
     Repeated(&'static str),
+    /// A parameter that becomes an event field or a record header holds a
+    /// control character, or is longer than any Tencent sends.
+    Unusable(&'static str),
 }
+
+/// The longest `CallbackCommand`, `ClientIP` or `OptPlatform` accepted
+/// (Tencent's are a few dozen bytes at most).
+pub const MAX_QUERY_VALUE_BYTES: usize = 256;
 
 impl fmt::Display for QueryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             QueryError::MissingAppId => f.write_str("query parameter SdkAppid is missing"),
             QueryError::InvalidAppId(v) => {
-                write!(f, "query parameter SdkAppid is not a number: {v:?}")
+                let shown: String = v.chars().take(32).collect();
+                write!(f, "query parameter SdkAppid is not a number: {shown:?}")
             }
             QueryError::MissingCommand => {
                 f.write_str("query parameter CallbackCommand is missing or empty")
@@ -48,6 +56,10 @@ impl fmt::Display for QueryError {
             QueryError::Repeated(name) => {
                 write!(f, "query parameter {name} appears more than once")
             }
+            QueryError::Unusable(name) => write!(
+                f,
+                "query parameter {name} holds a control character or is longer than {MAX_QUERY_VALUE_BYTES} bytes"
+            ),
         }
     }
 }
@@ -114,6 +126,18 @@ impl CallbackQuery {
         let command = command
             .filter(|c| !c.is_empty())
             .ok_or(QueryError::MissingCommand)?;
+        // These become event fields and record headers (issue 12, finding 11).
+        for (name, value) in [
+            ("CallbackCommand", Some(&command)),
+            ("ClientIP", client_ip.as_ref()),
+            ("OptPlatform", platform.as_ref()),
+        ] {
+            if value
+                .is_some_and(|v| v.len() > MAX_QUERY_VALUE_BYTES || v.chars().any(char::is_control))
+            {
+                return Err(QueryError::Unusable(name));
+            }
+        }
         Ok(CallbackQuery {
             sdk_app_id,
             command,
@@ -137,6 +161,27 @@ fn plain_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 12, finding 11: values that become event fields and headers.
+    #[test]
+    fn control_characters_and_huge_values_are_refused() {
+        for q in [
+            "SdkAppid=1&CallbackCommand=A.B%0D%0AX",
+            "SdkAppid=1&CallbackCommand=A.B&ClientIP=1.2.3.4%00",
+            "SdkAppid=1&CallbackCommand=A.B&OptPlatform=%1B%5B31m",
+        ] {
+            assert!(
+                matches!(CallbackQuery::parse(q), Err(QueryError::Unusable(_))),
+                "{q}"
+            );
+        }
+        let long = format!("SdkAppid=1&CallbackCommand={}", "A".repeat(300));
+        assert_eq!(
+            CallbackQuery::parse(&long),
+            Err(QueryError::Unusable("CallbackCommand"))
+        );
+        assert!(CallbackQuery::parse("SdkAppid=1&CallbackCommand=A.B&OptPlatform=iOS").is_ok());
+    }
 
     #[test]
     fn plain_pairs_match_form_urlencoded_without_escapes() {

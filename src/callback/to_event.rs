@@ -10,12 +10,13 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::body::usable_id;
 use super::ids::{batch_item_id, dead_letter_id, event_id};
 use super::table::Command;
 use super::time::{Time, time_in};
 use super::{
-    Batch, BodyError, CallbackQuery, Envelope, Family, FieldPath, OfficialAccountBody,
-    OfficialAccountCommand, Subscriber, WithdrawnMessage, is_before, json_depth_exceeds,
+    Batch, BodyError, CallbackQuery, Envelope, Family, FieldPath, JsonLimits, OfficialAccountBody,
+    OfficialAccountCommand, OverLimit, Subscriber, WithdrawnMessage, is_before, json_over_limits,
     parse_body, split_batch, table,
 };
 use crate::event::{
@@ -38,6 +39,8 @@ pub fn source(query: &CallbackQuery, received_at_ms: u64) -> Source {
 pub enum Unparsed {
     /// It nests deeper than the limit (checked before parsing).
     TooDeep,
+    /// It holds more values than the limit (checked before parsing).
+    TooComplex,
     /// It is not UTF-8 JSON, or JSON but not the shape of a callback:
     /// dead-letter it (Tencent does not send it again; refusing it would
     /// only lose it).
@@ -51,11 +54,13 @@ pub enum Unparsed {
     },
 }
 
-/// Parses an authenticated body: nesting at most `max_depth`, JSON, an
+/// Parses an authenticated body: within `limits` (checked first), JSON, an
 /// object, naming `command` (the query's) if it names one.
-pub fn parse(bytes: &[u8], command: &str, max_depth: usize) -> Result<Envelope, Unparsed> {
-    if json_depth_exceeds(bytes, max_depth) {
-        return Err(Unparsed::TooDeep);
+pub fn parse(bytes: &[u8], command: &str, limits: JsonLimits) -> Result<Envelope, Unparsed> {
+    match json_over_limits(bytes, limits) {
+        Some(OverLimit::Depth) => return Err(Unparsed::TooDeep),
+        Some(OverLimit::Values) => return Err(Unparsed::TooComplex),
+        None => {}
     }
     let envelope = parse_body(bytes).map_err(Unparsed::Invalid)?;
     check_command(command, envelope.command.as_deref())?;
@@ -101,9 +106,15 @@ pub fn to_events(
     max_batch_items: usize,
 ) -> Result<Vec<Keyed>, NoEvents> {
     let row = table().get(command);
-    let key_of = |fields: &Map<String, Value>| key.iter().find_map(|p| p.get(fields));
+    let key_of = |fields: &Map<String, Value>| -> Result<Option<String>, NoEvents> {
+        let key = key.iter().find_map(|p| p.get(fields));
+        if let Some(k) = &key {
+            usable_id("key", k).map_err(NoEvents::Invalid)?;
+        }
+        Ok(key)
+    };
     if let Some(typed) = OfficialAccountCommand::parse(command) {
-        let key = key_of(&envelope.fields);
+        let key = key_of(&envelope.fields)?;
         let event = normalize(source, typed, row, envelope).map_err(NoEvents::Invalid)?;
         return Ok(vec![Keyed { event, key }]);
     }
@@ -118,10 +129,14 @@ pub fn to_events(
         .map_err(NoEvents::Invalid)?
         .unwrap_or_else(|| Time::received(source.received_at_ms));
     let id = event_id(source.sdk_app_id, command, &envelope);
-    let key = key_of(&envelope.fields);
-    let event = generic(source, command, envelope, time, id, None, Map::new());
+    let key = key_of(&envelope.fields)?;
+    let event = generic(source, command, envelope, time, id, None, Map::new())
+        .map_err(NoEvents::Invalid)?;
     Ok(vec![Keyed { event, key }])
 }
+
+/// Finds (and checks) an event's key in its body's fields.
+type KeyOf<'a> = dyn Fn(&Map<String, Value>) -> Result<Option<String>, NoEvents> + 'a;
 
 /// One event per item of a batch. The batch's fields besides its items
 /// (rare, but one body must not multiply memory) go once, into the first
@@ -133,7 +148,7 @@ fn batch_events(
     row: Option<&'static Command>,
     batch_id: &str,
     Batch { items, rest }: Batch,
-    key_of: &dyn Fn(&Map<String, Value>) -> Option<String>,
+    key_of: &KeyOf<'_>,
 ) -> Result<Vec<Keyed>, NoEvents> {
     if items.is_empty() {
         return Err(NoEvents::EmptyBatch);
@@ -155,14 +170,15 @@ fn batch_events(
             .or(outer)
             .unwrap_or_else(|| Time::received(source.received_at_ms));
         let id = batch_item_id(source.sdk_app_id, command, batch_id, index, &item);
-        let key = key_of(&item.fields);
+        let key = key_of(&item.fields)?;
         let place = BatchItem {
             index,
             size,
             id: batch_id.to_owned(),
         };
         let extra = rest.take().unwrap_or_default();
-        let event = generic(source, command, item, time, id, Some(place), extra);
+        let event = generic(source, command, item, time, id, Some(place), extra)
+            .map_err(NoEvents::Invalid)?;
         out.push(Keyed { event, key });
     }
     Ok(out)
@@ -352,9 +368,17 @@ fn generic(
     id: String,
     batch: Option<BatchItem>,
     extra: Map<String, Value>,
-) -> Event {
-    let text = |name: &str| envelope.fields.get(name)?.as_str().map(str::to_owned);
+) -> Result<Event, BodyError> {
+    let text = |name: &str| {
+        let s = envelope.fields.get(name)?.as_str()?;
+        (!s.is_empty()).then(|| s.to_owned())
+    };
+    // It becomes the `ce_subject` header: a usable id, or the callback is
+    // dead-lettered.
     let official_account = text("Official_Account");
+    if let Some(a) = &official_account {
+        usable_id("Official_Account", a)?;
+    }
     let operator_account = text("Operator_Account");
     let mapped = Mapped {
         payload: Payload::Callback(Callback {
@@ -366,7 +390,7 @@ fn generic(
         operator_account,
         extra,
     };
-    assemble(source, command, id, time, mapped)
+    Ok(assemble(source, command, id, time, mapped))
 }
 
 /// What a conversion took from the body.
@@ -454,7 +478,11 @@ fn withdrawn(
 /// with no key fields.
 #[cfg(test)]
 pub(crate) fn translate(source: &Source, command: &str, body: &[u8]) -> Result<Vec<Event>, String> {
-    let envelope = parse(body, command, 32).map_err(|e| format!("{e:?}"))?;
+    let limits = JsonLimits {
+        depth: 32,
+        values: 10_000,
+    };
+    let envelope = parse(body, command, limits).map_err(|e| format!("{e:?}"))?;
     let keyed = to_events(source, command, envelope, &[], 100).map_err(|e| format!("{e:?}"))?;
     Ok(keyed.into_iter().map(|k| k.event).collect())
 }
@@ -772,6 +800,147 @@ mod properties {
 #[cfg(test)]
 mod regressions {
     use super::*;
+
+    fn source() -> Source {
+        Source {
+            sdk_app_id: 1,
+            client_ip: None,
+            platform: None,
+            received_at_ms: 1,
+        }
+    }
+
+    fn events(command: &str, body: &str, key: &[&str]) -> Result<Vec<Keyed>, NoEvents> {
+        let limits = JsonLimits {
+            depth: 32,
+            values: 10_000,
+        };
+        let envelope = parse(body.as_bytes(), command, limits).expect("parses");
+        let key: Vec<FieldPath> = key
+            .iter()
+            .map(|k| FieldPath::parse(k).expect("path"))
+            .collect();
+        to_events(&source(), command, envelope, &key, 100)
+    }
+
+    fn invalid(r: Result<Vec<Keyed>, NoEvents>) -> &'static str {
+        match r {
+            Err(NoEvents::Invalid(e)) => e.as_str(),
+            other => panic!("expected a dead letter, got {other:?}"),
+        }
+    }
+
+    /// Issue 12, finding 11: control characters and huge ids reached the
+    /// record key and the `ce_subject` header; an empty account gave an
+    /// unkeyed typed event.
+    #[test]
+    fn keys_and_subjects_are_usable_ids() {
+        let g = "Group.CallbackAfterSendMsg";
+        assert_eq!(
+            invalid(events(
+                g,
+                r#"{"GroupId":"@TGS#1\r\nX-Injected: 1"}"#,
+                &["GroupId"]
+            )),
+            "body_invalid_field"
+        );
+        let huge = format!(r#"{{"GroupId":"{}"}}"#, "g".repeat(900_000));
+        assert_eq!(
+            invalid(events(g, &huge, &["GroupId"])),
+            "body_invalid_field"
+        );
+        assert_eq!(
+            invalid(events(
+                g,
+                r#"{"GroupId":"g","Official_Account":"a\u0000b"}"#,
+                &["GroupId"]
+            )),
+            "body_invalid_field"
+        );
+        let ok = events(g, r#"{"GroupId":"@TGS#1"}"#, &["GroupId"]).expect("valid");
+        assert_eq!(ok[0].key.as_deref(), Some("@TGS#1"));
+        let full = "OfficialAccount.CallbackAfterOfficialAccountFull";
+        assert_eq!(
+            invalid(events(
+                full,
+                r#"{"Official_Account":""}"#,
+                &["Official_Account"]
+            )),
+            "body_missing_field"
+        );
+        assert_eq!(
+            invalid(events(
+                full,
+                r#"{"Official_Account":"a\nb"}"#,
+                &["Official_Account"]
+            )),
+            "body_invalid_field"
+        );
+    }
+
+    /// Issue 12, finding 12: two equal items of one batch shared an id, and
+    /// so did one item in two batches with different batch fields.
+    #[test]
+    fn batch_items_have_ids_of_their_own() {
+        let p = "Push.OfflinePush";
+        let item =
+            r#"{"CallbackCommand":"Push.OfflinePush","To_Account":"u","EventTime":1557481127}"#;
+        let one = events(
+            p,
+            &format!(r#"{{"Events":[{item},{item}]}}"#),
+            &["To_Account"],
+        )
+        .expect("valid");
+        assert_ne!(one[0].event.id, one[1].event.id);
+        let other = events(
+            p,
+            &format!(r#"{{"Events":[{item},{item}],"X":1}}"#),
+            &["To_Account"],
+        )
+        .expect("valid");
+        assert_ne!(one[0].event.id, other[0].event.id);
+        let again = events(
+            p,
+            &format!(r#"{{"Events":[{item},{item}]}}"#),
+            &["To_Account"],
+        )
+        .expect("valid");
+        assert_eq!(
+            one[0].event.id, again[0].event.id,
+            "the same batch again: the same ids"
+        );
+    }
+
+    /// Issue 12, finding 4: a field beside `Events` was copied into every
+    /// item's `extra` (1000 items x 400 KB). It is kept once now.
+    #[test]
+    fn batch_fields_are_kept_once() {
+        let big = "x".repeat(100_000);
+        let items: Vec<String> = (0..100)
+            .map(|i| format!(r#"{{"CallbackCommand":"Push.OfflinePush","To_Account":"u{i}","EventTime":1557481127}}"#))
+            .collect();
+        let body = format!(r#"{{"Events":[{}],"Big":"{big}"}}"#, items.join(","));
+        let out = events("Push.OfflinePush", &body, &["To_Account"]).expect("valid");
+        assert_eq!(out.len(), 100);
+        let bytes: usize = out
+            .iter()
+            .map(|k| serde_json::to_vec(&k.event).expect("serialize").len())
+            .sum();
+        assert!(
+            bytes < 2 * body.len(),
+            "{bytes} bytes of events for a {}-byte body",
+            body.len()
+        );
+        assert!(out[0].event.extra.contains_key("Big"));
+        assert!(out[1..].iter().all(|k| k.event.extra.is_empty()));
+        // Over BRIDGE_MAX_BATCH_ITEMS: dead-lettered whole.
+        let many: Vec<&str> = vec![r#"{"To_Account":"u"}"#; 101];
+        let body = format!(r#"{{"Events":[{}]}}"#, many.join(","));
+        assert_eq!(
+            invalid(events("Push.OfflinePush", &body, &[])),
+            "body_invalid_field"
+        );
+    }
 
     /// Found by `fuzz/fuzz_targets/body.rs` (issue 7): a number no machine type
     /// holds (here an integer beyond u64) came back from `extra` rounded, so

@@ -113,6 +113,14 @@ pub struct Cli {
     #[arg(long, env = settings::KAFKA_DLQ_TOPIC.env, value_name = "TOPIC")]
     pub kafka_dlq_topic: Option<String>,
 
+    /// Largest Kafka record (key, value, headers) the bridge sends; a callback
+    /// whose event would be larger gets 413 record_too_large before any answer.
+    /// Lowered at run time to the topics' max.message.bytes when the bridge may
+    /// read them. Keep it below the brokers' and topics' limit (1048588 by
+    /// default).
+    #[arg(long, env = settings::KAFKA_MAX_RECORD_BYTES.env, value_name = "BYTES")]
+    pub kafka_max_record_bytes: Option<String>,
+
     /// A librdkafka property, name=value (repeatable); overrides the bridge's defaults.
     #[arg(long = "kafka-property", value_name = "NAME=VALUE")]
     pub kafka_properties: Vec<String>,
@@ -152,6 +160,18 @@ pub struct Cli {
     /// Deepest JSON nesting accepted in a body; deeper ones get 400.
     #[arg(long, env = settings::MAX_JSON_DEPTH.env, value_name = "N")]
     pub max_json_depth: Option<String>,
+
+    /// Most JSON values (containers, members and elements) in a body; more get
+    /// 400 body_too_complex, before parsing. Bounds the memory one body costs
+    /// while parsed.
+    #[arg(long, env = settings::MAX_JSON_VALUES.env, value_name = "N")]
+    pub max_json_values: Option<String>,
+
+    /// Most body bytes being read and parsed at once, over all connections; a
+    /// body that does not fit gets 503 body_budget_full. Bounds the memory
+    /// bodies take together (BRIDGE_MAX_BODY_BYTES bounds one).
+    #[arg(long, env = settings::MAX_INFLIGHT_BODY_BYTES.env, value_name = "BYTES")]
+    pub max_inflight_body_bytes: Option<String>,
 
     /// Most items a batched callback (Push.OfflinePush, Push.AllMemberPush:
     /// Tencent sends 1 to 100) may hold; a larger batch is dead-lettered whole.

@@ -26,6 +26,8 @@ pub(super) struct FileConfig {
     pub(super) max_header_bytes: Option<usize>,
     pub(super) max_json_depth: Option<usize>,
     pub(super) max_batch_items: Option<usize>,
+    pub(super) max_json_values: Option<usize>,
+    pub(super) max_inflight_body_bytes: Option<usize>,
     pub(super) allowed_sources: Option<Vec<String>>,
     pub(super) trusted_proxy_header: Option<String>,
     pub(super) trusted_proxies: Option<Vec<String>>,
@@ -90,6 +92,7 @@ pub(super) struct FileKafka {
     pub(super) topic: Option<String>,
     pub(super) general_topic: Option<String>,
     pub(super) dlq_topic: Option<String>,
+    pub(super) max_record_bytes: Option<usize>,
     #[serde(default)]
     pub(super) properties: BTreeMap<String, toml::Value>,
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::cli::Cli;
 use super::file::FileConfig;
-use super::parse::topic_name;
+use super::layer::{layered, within};
+use super::parse::{number, topic_name};
 use super::{AppTopics, ConfigError, KAFKA_PROP_ENV_PREFIX, bad, settings as s};
 
 /// Kafka settings.
@@ -21,6 +22,8 @@ pub struct KafkaConfig {
     pub general_topic: String,
     /// Topic for raw callbacks that could not be normalized.
     pub dlq_topic: String,
+    /// Largest record the bridge sends.
+    pub max_record_bytes: usize,
     /// librdkafka properties, applied after the bridge's defaults.
     pub properties: BTreeMap<String, String>,
 }
@@ -83,11 +86,22 @@ impl KafkaConfig {
             ));
         }
         let properties = properties(cli, file, env)?;
+        let max_record_bytes = within(
+            s::KAFKA_MAX_RECORD_BYTES,
+            layered(
+                s::KAFKA_MAX_RECORD_BYTES,
+                cli.kafka_max_record_bytes.take(),
+                file.kafka.max_record_bytes.take(),
+                number,
+            )?,
+            4096..=100 * 1024 * 1024,
+        )?;
         Ok(KafkaConfig {
             brokers,
             topic,
             general_topic,
             dlq_topic,
+            max_record_bytes,
             properties,
         })
     }
@@ -158,6 +172,7 @@ impl fmt::Debug for KafkaConfig {
             .field("topic", &self.topic)
             .field("general_topic", &self.general_topic)
             .field("dlq_topic", &self.dlq_topic)
+            .field("max_record_bytes", &self.max_record_bytes)
             .field("properties", &props)
             .finish()
     }

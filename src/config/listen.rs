@@ -52,6 +52,10 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Most items of a batched callback.
     pub max_batch_items: usize,
+    /// Most JSON values in a body.
+    pub max_json_values: usize,
+    /// Most body bytes being read and parsed at once, process-wide.
+    pub max_inflight_body_bytes: usize,
     /// Time a client has to send a request's head, from its first byte.
     pub header_read_timeout: Duration,
     /// Time a keep-alive connection may wait for its next request.
@@ -187,6 +191,31 @@ impl Limits {
             )?,
             1..=10_000,
         )?;
+        let max_json_values = within(
+            s::MAX_JSON_VALUES,
+            layered(
+                s::MAX_JSON_VALUES,
+                cli.max_json_values.take(),
+                file.max_json_values.take(),
+                number,
+            )?,
+            100..=10_000_000,
+        )?;
+        let max_inflight_body_bytes = layered(
+            s::MAX_INFLIGHT_BODY_BYTES,
+            cli.max_inflight_body_bytes.take(),
+            file.max_inflight_body_bytes.take(),
+            number,
+        )?;
+        if max_inflight_body_bytes < max_body_bytes {
+            return Err(bad(
+                s::MAX_INFLIGHT_BODY_BYTES.env,
+                format!(
+                    "{max_inflight_body_bytes} must be at least {} ({max_body_bytes}): one body must fit",
+                    s::MAX_BODY_BYTES.env
+                ),
+            ));
+        }
         let max_connections = layered(
             s::MAX_CONNECTIONS,
             cli.max_connections.take(),
@@ -196,6 +225,28 @@ impl Limits {
         if max_connections == 0 {
             return Err(bad(s::MAX_CONNECTIONS.env, "must be at least 1"));
         }
+        let (header_read_timeout, idle_timeout, body_read_timeout, signature_max_skew) =
+            Self::timeouts(cli, file)?;
+        Ok(Limits {
+            max_connections,
+            max_body_bytes,
+            max_header_bytes,
+            max_json_depth,
+            max_batch_items,
+            max_json_values,
+            max_inflight_body_bytes,
+            header_read_timeout,
+            idle_timeout,
+            body_read_timeout,
+            signature_max_skew,
+        })
+    }
+
+    /// The four timeouts: head, idle, body, signature skew.
+    fn timeouts(
+        cli: &mut Cli,
+        file: &mut FileConfig,
+    ) -> Result<(Duration, Duration, Duration, Duration), ConfigError> {
         let header_read_timeout = layered_text(
             s::HEADER_READ_TIMEOUT,
             cli.header_read_timeout.take(),
@@ -231,16 +282,11 @@ impl Limits {
             file.signature_max_skew.take(),
             duration,
         )?;
-        Ok(Limits {
-            max_connections,
-            max_body_bytes,
-            max_header_bytes,
-            max_json_depth,
-            max_batch_items,
+        Ok((
             header_read_timeout,
             idle_timeout,
             body_read_timeout,
             signature_max_skew,
-        })
+        ))
     }
 }

@@ -60,6 +60,8 @@ settings! {
     KAFKA_GENERAL_TOPIC = "BRIDGE_KAFKA_GENERAL_TOPIC", "chat-callback-events";
     /// Dead-letter topic; unset: BRIDGE_KAFKA_TOPIC followed by `-dlq`.
     KAFKA_DLQ_TOPIC = "BRIDGE_KAFKA_DLQ_TOPIC";
+    /// Largest record.
+    KAFKA_MAX_RECORD_BYTES = "BRIDGE_KAFKA_MAX_RECORD_BYTES", "1000000";
     /// Log format.
     LOG_FORMAT = "BRIDGE_LOG_FORMAT", "text";
     /// Shutdown drain bound.
@@ -76,6 +78,10 @@ settings! {
     MAX_HEADER_BYTES = "BRIDGE_MAX_HEADER_BYTES", "16384";
     /// Deepest JSON.
     MAX_JSON_DEPTH = "BRIDGE_MAX_JSON_DEPTH", "32";
+    /// Most JSON values in a body.
+    MAX_JSON_VALUES = "BRIDGE_MAX_JSON_VALUES", "10000";
+    /// Body bytes being read and parsed, process-wide.
+    MAX_INFLIGHT_BODY_BYTES = "BRIDGE_MAX_INFLIGHT_BODY_BYTES", "67108864";
     /// Most items of a batch.
     MAX_BATCH_ITEMS = "BRIDGE_MAX_BATCH_ITEMS", "100";
     /// Source allow-list; unset: any.

@@ -22,10 +22,13 @@ use bytes::Bytes;
 use http::{Method, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::State;
 use super::respond::{self, Rejection};
-use crate::callback::{self, BodyError, CallbackQuery, Family, Keyed, NoEvents, Unparsed};
+use crate::callback::{
+    self, BodyError, CallbackQuery, Family, JsonLimits, Keyed, NoEvents, Unparsed,
+};
 use crate::clock::now_ms;
 use crate::config::{App, Config};
 use crate::dedup::Claim;
@@ -183,14 +186,25 @@ async fn handle(
 ) -> Result<Handled, Rejection> {
     let config = &state.config;
     let (query, app, received_at_ms) = authenticate(config, &req, peer)?;
-    let body = read_body(req, config).await?;
+    // The permit holds this body's share of the in-flight budget until the
+    // request is done.
+    let (body, _budget) = read_body(req, config, &state.body_budget).await?;
     let family = Family::of(&query.command);
     let source = callback::source(&query, received_at_ms);
-    let envelope = match callback::parse(&body, &query.command, config.limits.max_json_depth) {
+    let limits = JsonLimits {
+        depth: config.limits.max_json_depth,
+        values: config.limits.max_json_values,
+    };
+    let envelope = match callback::parse(&body, &query.command, limits) {
         Ok(envelope) => envelope,
         Err(Unparsed::TooDeep) => {
             return Err(Rejection::BodyTooDeep {
                 limit: config.limits.max_json_depth,
+            });
+        }
+        Err(Unparsed::TooComplex) => {
+            return Err(Rejection::BodyTooComplex {
+                limit: config.limits.max_json_values,
             });
         }
         Err(Unparsed::CommandMismatch { query, body }) => {
@@ -257,16 +271,16 @@ async fn publish(
     let at_once = first.before || callback::is_sync(&command);
     let generic = matches!(first.payload, Payload::Callback(_));
     let mut fresh = Vec::with_capacity(events.len());
-    let mut claimed = Vec::new();
+    // Released on every path that does not end in an acknowledged record.
+    let mut claims = state.dedup.as_ref().map(|d| d.claims());
     for Keyed { event, key } in &events {
-        if let Some(dedup) = &state.dedup {
-            let outcome = dedup.claim(&event.id, Instant::now());
+        if let Some(claims) = &mut claims {
+            let outcome = claims.claim(&event.id, Instant::now());
             state.metrics.dedup_claimed(&outcome);
             if outcome.claim == Claim::Duplicate {
                 state.metrics.event_duplicate(&command, &event.id);
                 continue;
             }
-            claimed.push(event.id.clone());
         }
         fresh.push((event, key.clone()));
     }
@@ -274,13 +288,13 @@ async fn publish(
     if published == 0 {
         return Ok(Handled::Duplicate { family, command });
     }
-    if let Err(e) = state.publisher.publish(fresh, &topic, at_once).await {
-        if let Some(dedup) = &state.dedup {
-            for id in &claimed {
-                dedup.release(id);
-            }
-        }
-        return Err(Rejection::Accept(e));
+    state
+        .publisher
+        .publish(fresh, &topic, at_once)
+        .await
+        .map_err(Rejection::Accept)?;
+    if let Some(claims) = claims {
+        claims.keep();
     }
     Ok(Handled::Published {
         family,
@@ -291,9 +305,12 @@ async fn publish(
 }
 
 /// The client's address: the socket's peer, or, when configured and the
-/// peer is a trusted proxy, the last address in the proxy's header.
+/// peer is a trusted proxy, the last address in the proxy's header. An
+/// IPv4-mapped IPv6 address (`::ffff:203.0.113.7`, as a dual-stack listener
+/// or a proxy may give it) is its IPv4 address, so IPv4 allow-lists and
+/// proxy lists match it (issue 12, finding 10).
 fn client_ip<B>(config: &Config, req: &Request<B>, peer: SocketAddr) -> IpAddr {
-    let peer_ip = peer.ip();
+    let peer_ip = unmapped(peer.ip());
     let Some(name) = &config.listen.trusted_proxy_header else {
         return peer_ip;
     };
@@ -314,7 +331,15 @@ fn client_ip<B>(config: &Config, req: &Request<B>, peer: SocketAddr) -> IpAddr {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(peer_ip)
+        .map_or(peer_ip, unmapped)
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; every other address as it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
 }
 
 async fn dead_letter(
@@ -340,13 +365,28 @@ async fn dead_letter(
 }
 
 /// Reads the whole body, refusing more than `BRIDGE_MAX_BODY_BYTES` (early,
-/// from `Content-Length`, when the client announces it) and slower than
-/// `BRIDGE_BODY_READ_TIMEOUT`. Framing conflicts never get this far: hyper
-/// answers 400 to differing `Content-Length`s, and when `Transfer-Encoding`
-/// and `Content-Length` both come it drops the length and closes the
-/// connection after the answer (RFC 9112 §6.3), so nothing can be smuggled.
-async fn read_body(req: Request<Incoming>, config: &Config) -> Result<Bytes, Rejection> {
+/// from `Content-Length`, when the client announces it), slower than
+/// `BRIDGE_BODY_READ_TIMEOUT`, or more than what is left of the process-wide
+/// `BRIDGE_MAX_INFLIGHT_BODY_BYTES` (taken as the bytes arrive, or at once
+/// for an announced length, and held by the returned permit until the
+/// request is done: its body is then parsed and published). Framing
+/// conflicts never get this far: hyper answers 400 to differing
+/// `Content-Length`s, and when `Transfer-Encoding` and `Content-Length`
+/// both come it drops the length and closes the connection after the
+/// answer (RFC 9112 §6.3), so nothing can be smuggled.
+async fn read_body(
+    req: Request<Incoming>,
+    config: &Config,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, OwnedSemaphorePermit), Rejection> {
     let limit = config.limits.max_body_bytes;
+    let full = || Rejection::BodyBudgetFull {
+        limit: config.limits.max_inflight_body_bytes,
+    };
+    let take = |n: usize| -> Result<OwnedSemaphorePermit, Rejection> {
+        let n = u32::try_from(n).map_err(|_| full())?;
+        budget.clone().try_acquire_many_owned(n).map_err(|_| full())
+    };
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -355,16 +395,50 @@ async fn read_body(req: Request<Incoming>, config: &Config) -> Result<Bytes, Rej
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(Rejection::BodyTooLarge { limit });
     }
-    #[allow(clippy::disallowed_methods)] // bounded by Limited and by the timeout
-    let collect = Limited::new(req.into_body(), limit).collect();
-    match tokio::time::timeout(config.limits.body_read_timeout, collect).await {
+    let announced = announced.map_or(0, |n| usize::try_from(n).unwrap_or(limit));
+    let mut permit = take(announced)?;
+    let mut body = Limited::new(req.into_body(), limit);
+    let mut buf = Vec::with_capacity(announced);
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Rejection::BodyTooLarge { limit }
+                } else {
+                    Rejection::BodyRead(e.to_string())
+                }
+            })?;
+            if let Ok(data) = frame.into_data() {
+                let after = buf.len() + data.len();
+                if after > permit.num_permits() {
+                    permit.merge(take(after - permit.num_permits())?);
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok::<_, Rejection>(())
+    };
+    match tokio::time::timeout(config.limits.body_read_timeout, read).await {
         Err(_) => Err(Rejection::BodyTimeout {
             timeout: config.limits.body_read_timeout,
         }),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Rejection::BodyTooLarge { limit })
-        }
-        Ok(Err(e)) => Err(Rejection::BodyRead(e.to_string())),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok((Bytes::from(buf), permit)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, finding 10: `::ffff:127.0.0.1` was not in `127.0.0.1/32`.
+    #[test]
+    fn ipv4_mapped_addresses_match_ipv4_lists() {
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("addr");
+        let net: ipnet::IpNet = "127.0.0.0/8".parse().expect("net");
+        assert!(!net.contains(&mapped), "the bug: ipnet does not map");
+        assert!(net.contains(&unmapped(mapped)));
+        let v6: IpAddr = "2001:db8::1".parse().expect("addr");
+        assert_eq!(unmapped(v6), v6);
     }
 }

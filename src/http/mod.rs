@@ -39,6 +39,27 @@ pub struct State {
     pub publisher: Publisher,
     /// Readiness inputs.
     pub health: Arc<Health>,
+    /// Body bytes being read and parsed, process-wide
+    /// (`BRIDGE_MAX_INFLIGHT_BODY_BYTES`, one permit a byte).
+    pub body_budget: Arc<Semaphore>,
+}
+
+/// One open callback connection in `chat_bridge_http_connections`: counted
+/// up when made, down when dropped (issue 12, finding 5: a worker that
+/// panicked left the gauge one higher for good).
+struct OpenConnection(Arc<Metrics>);
+
+impl OpenConnection {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.connection_opened();
+        OpenConnection(metrics)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
 }
 
 /// Serves the callback port until `shutdown` resolves, then stops accepting
@@ -89,9 +110,11 @@ pub async fn serve_callbacks(
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let closing = closing_rx.clone();
-        state.metrics.connection_opened();
+        let open = OpenConnection::new(state.metrics.clone());
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            // Counted down however the task ends, a panic included.
+            let _open = open;
             match acceptor {
                 None => conn::serve(stream, peer, state.clone(), closing).await,
                 Some(acceptor) => {
@@ -112,7 +135,6 @@ pub async fn serve_callbacks(
                     }
                 }
             }
-            state.metrics.connection_closed();
             drop(permit);
         });
     }

@@ -49,6 +49,16 @@ pub enum Rejection {
         /// The configured depth.
         limit: usize,
     },
+    /// The body holds more values than `BRIDGE_MAX_JSON_VALUES`.
+    BodyTooComplex {
+        /// The configured count.
+        limit: usize,
+    },
+    /// Other bodies being read and parsed hold `BRIDGE_MAX_INFLIGHT_BODY_BYTES`.
+    BodyBudgetFull {
+        /// The configured budget.
+        limit: usize,
+    },
     /// The body's `CallbackCommand` differs from the query's.
     CommandMismatch {
         /// From the query.
@@ -157,6 +167,18 @@ impl Rejection {
                 R::BodyTooDeep,
                 "the body's JSON nests too deep",
             ),
+            Rejection::BodyTooComplex { .. } => (
+                S::BAD_REQUEST,
+                4006,
+                R::BodyTooComplex,
+                "the body's JSON holds too many values",
+            ),
+            Rejection::BodyBudgetFull { .. } => (
+                S::SERVICE_UNAVAILABLE,
+                5034,
+                R::BodyBudgetFull,
+                "too many bodies are being read at once",
+            ),
             Rejection::CommandMismatch { .. } => (
                 S::BAD_REQUEST,
                 4003,
@@ -222,6 +244,13 @@ impl std::fmt::Display for Rejection {
             Rejection::BodyTooDeep { limit } => {
                 write!(f, "the body's JSON nests deeper than {limit}")
             }
+            Rejection::BodyTooComplex { limit } => {
+                write!(f, "the body's JSON holds more than {limit} values")
+            }
+            Rejection::BodyBudgetFull { limit } => write!(
+                f,
+                "bodies being read and parsed already hold BRIDGE_MAX_INFLIGHT_BODY_BYTES ({limit})"
+            ),
             Rejection::CommandMismatch { query, body } => {
                 write!(
                     f,
@@ -282,6 +311,8 @@ mod tests {
                 timeout: std::time::Duration::from_secs(1),
             },
             Rejection::BodyTooDeep { limit: 1 },
+            Rejection::BodyTooComplex { limit: 1 },
+            Rejection::BodyBudgetFull { limit: 1 },
             Rejection::CommandMismatch {
                 query: "a".into(),
                 body: "b".into(),

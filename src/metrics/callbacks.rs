@@ -9,6 +9,7 @@ use std::time::Duration;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use tracing::{debug, info, warn};
 
+use super::limit::LogLimit;
 use super::{Accepted, Counted, Metrics, REQUEST_BUCKETS, Reason, Reg};
 use crate::callback::{Family, Fault};
 
@@ -23,6 +24,8 @@ pub(super) struct Callbacks {
     request_duration: Histogram,
     /// `rejections` by [`Reason`], resolved once.
     rejected: Vec<IntCounter>,
+    /// The rejection log lines, rate-limited per reason.
+    rejected_lines: Vec<LogLimit>,
     /// `callbacks` by family and outcome, resolved on first use (so
     /// `/metrics` lists only the series that happened) instead of hashing
     /// their label values each time.
@@ -76,6 +79,7 @@ impl Callbacks {
             rejections,
             dead_lettered,
             rejected,
+            rejected_lines: Reason::ALL.iter().map(|_| LogLimit::default()).collect(),
             dedup_duplicates: r.counter(
                 "dedup_duplicates_total",
                 "Events not published because their id was published within BRIDGE_DEDUP_WINDOW.",
@@ -103,9 +107,13 @@ impl Callbacks {
 
 impl Metrics {
     /// A request on the callback port was refused with a FAIL body.
+    /// Logged at WARN, at most about one line a second per reason (with the
+    /// count of lines suppressed since the last); always counted.
     pub fn callback_rejected(&self, reason: Reason, status: u16, error: &dyn Display) {
-        warn!(reason = reason.as_str(), status, %error, "Callback rejected.");
         self.callbacks.rejected[reason as usize].inc();
+        if let Some(suppressed) = self.callbacks.rejected_lines[reason as usize].allow() {
+            warn!(reason = reason.as_str(), status, %error, suppressed, "Callback rejected.");
+        }
     }
 
     /// A callback was answered 200 OK.

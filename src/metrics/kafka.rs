@@ -8,7 +8,9 @@ use std::time::Duration;
 use prometheus::core::Collector as _;
 use prometheus::{GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use rdkafka::Statistics;
-use tracing::warn;
+use tracing::{error, warn};
+
+use super::limit::LogLimit;
 
 use super::{ErrorClass, Metrics, Reg, Stream};
 
@@ -37,6 +39,8 @@ pub(super) struct Kafka {
     latency_of: [OnceLock<Histogram>; Stream::ALL.len()],
     /// `deliveries{result="failed"}` by stream and error class.
     failed_of: Vec<Vec<IntCounter>>,
+    too_large_lines: LogLimit,
+    failed_lines: LogLimit,
 }
 
 impl Kafka {
@@ -75,6 +79,8 @@ impl Kafka {
                 .collect(),
             latency,
             latency_of: Default::default(),
+            too_large_lines: LogLimit::default(),
+            failed_lines: LogLimit::default(),
             enqueued,
             deliveries,
             unconfirmed: r.gauge(
@@ -160,14 +166,37 @@ impl Metrics {
         error: &dyn Display,
     ) {
         self.kafka.unconfirmed.dec();
-        warn!(
-            stream = stream.as_str(),
-            error_class = class.as_str(),
-            event_id,
-            %error,
-            "Kafka delivery failed; the event goes to the spool."
-        );
         self.kafka.failed_of[stream as usize][class as usize].inc();
+        // In an outage these come by the thousand: rate-limited.
+        if let Some(suppressed) = self.kafka.failed_lines.allow() {
+            warn!(
+                stream = stream.as_str(),
+                error_class = class.as_str(),
+                event_id,
+                %error,
+                suppressed,
+                "Kafka delivery failed; the event goes to the spool."
+            );
+        }
+    }
+
+    /// Kafka refused a record as too large (permanent: it is never sent
+    /// again; its trimmed dead letter is spooled). Logged at ERROR, at most
+    /// about once a second; counted with the delivery failures
+    /// (`error_class="message_too_large"`).
+    pub fn record_too_large(&self, stream: Stream, id: &str, bytes: usize, error: &dyn Display) {
+        self.kafka.unconfirmed.dec();
+        self.kafka.failed_of[stream as usize][ErrorClass::MessageTooLarge as usize].inc();
+        if let Some(suppressed) = self.kafka.too_large_lines.allow() {
+            error!(
+                stream = stream.as_str(),
+                event_id = id,
+                bytes,
+                %error,
+                suppressed,
+                "Kafka refused a record as too large; it is dead-lettered, trimmed to fit, and not sent again. Lower BRIDGE_KAFKA_MAX_RECORD_BYTES to the topic's max.message.bytes."
+            );
+        }
     }
 
     /// librdkafka emitted its periodic statistics.

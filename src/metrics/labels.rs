@@ -92,6 +92,10 @@ label! {
         BodyTimeout => "body_timeout",
         /// Deeper than `BRIDGE_MAX_JSON_DEPTH`.
         BodyTooDeep => "body_too_deep",
+        /// More values than `BRIDGE_MAX_JSON_VALUES`.
+        BodyTooComplex => "body_too_complex",
+        /// `BRIDGE_MAX_INFLIGHT_BODY_BYTES` is taken by other bodies.
+        BodyBudgetFull => "body_budget_full",
         /// The body names another command than the query.
         CommandMismatch => "command_mismatch",
         /// The record is larger than the producer accepts.
@@ -178,6 +182,8 @@ label! {
         Deadline => "deadline",
         /// A replayed record failed again.
         ReplayFailed => "replay_failed",
+        /// The dead letter, trimmed to fit, of a record Kafka refused as too large.
+        TooLarge => "too_large",
     }
 }
 

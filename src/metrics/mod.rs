@@ -12,6 +12,7 @@ mod callbacks;
 mod http;
 mod kafka;
 pub mod labels;
+mod limit;
 mod spool;
 
 use prometheus::core::Collector;

@@ -10,9 +10,9 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use super::spool::Spool;
-use super::{EnqueueError, KafkaSink, Origin};
+use super::{EnqueueError, KafkaSink, Origin, spool_discard_reason};
 use crate::health::KafkaReachable;
-use crate::metrics::{Discard, Metrics};
+use crate::metrics::{Discard, Metrics, SpoolCause};
 
 /// Records the forwarder may have in the producer at once.
 const MAX_IN_FLIGHT: usize = 10_000;
@@ -97,9 +97,21 @@ pub async fn run(
                         }
                     }
                     Err(EnqueueError::TooLarge) => {
-                        // Larger than message.max.bytes now (the setting changed
-                        // since it was spooled): it can never be sent.
-                        metrics.spool_discarded(Discard::RecordTooLarge);
+                        // Larger than the limit now (the setting or the topic
+                        // changed since it was spooled): it can never be sent.
+                        // Its dead letter, trimmed to fit, takes its place.
+                        match sink.limits().trimmed_dead_letter(&record) {
+                            Some(dl) => {
+                                if let Err(e) = spool.append(&dl, SpoolCause::TooLarge).await {
+                                    metrics.event_discarded(
+                                        spool_discard_reason(&e),
+                                        &record.id,
+                                        &e,
+                                    );
+                                }
+                            }
+                            None => metrics.spool_discarded(Discard::RecordTooLarge),
+                        }
                         spool.resolve(ticket);
                         break;
                     }

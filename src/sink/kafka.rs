@@ -6,9 +6,13 @@
 //! (`delivered` mode), or, on failure, to the spool; there is no task or
 //! future per message. `send` never waits for the broker.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
@@ -16,11 +20,12 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
 };
 use rdkafka::{ClientConfig, ClientContext, Message, Statistics};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
 
-use super::record::OutRecord;
+use super::record::{OutRecord, trimmed_dead_letter};
 use super::spool::{Spool, SpoolError, Ticket};
+use super::wait::{Failed, Waiter};
 use crate::config::KafkaConfig;
 use crate::health::Draining;
 use crate::metrics::{Discard, ErrorClass, Metrics, SpoolCause, Stream};
@@ -55,7 +60,7 @@ pub enum Origin {
     /// Without a waiter, a failed record is spooled by the delivery callback.
     Live {
         /// The request waiting for the outcome, if any.
-        waiter: Option<oneshot::Sender<bool>>,
+        waiter: Option<Waiter>,
     },
     /// A record read back from the spool.
     Replay {
@@ -79,29 +84,29 @@ struct BridgeContext {
     metrics: Arc<Metrics>,
     spool: Spool,
     draining: Draining,
+    limits: Arc<Limits>,
 }
 
 impl BridgeContext {
     fn failed(&self, delivery: Delivery, error: &KafkaError, message: &BorrowedMessage<'_>) {
+        let class = error_class(error);
+        if class == ErrorClass::MessageTooLarge {
+            return self.too_large(delivery, error, message);
+        }
         self.metrics
-            .delivery_failed(delivery.stream, error_class(error), &delivery.id, error);
+            .delivery_failed(delivery.stream, class, &delivery.id, error);
         match delivery.origin {
             Origin::Live {
                 waiter: Some(waiter),
             } => {
-                // The waiting request spools its own copy; if it already gave
-                // up waiting (deadline), it has spooled it already.
-                let _ = waiter.send(false);
+                if waiter.failed() == Failed::CallbackSpools {
+                    // The request that waited for it is gone (its client
+                    // disconnected): nobody else holds the record.
+                    self.spool_live(rebuild(delivery.stream, delivery.id, message));
+                }
             }
             Origin::Live { waiter: None } => {
-                let record = rebuild(delivery.stream, delivery.id, message);
-                if let Err(e) = self
-                    .spool
-                    .append_blocking(&record, SpoolCause::DeliveryFailed)
-                {
-                    self.metrics
-                        .event_discarded(spool_discard_reason(&e), &record.id, &e);
-                }
+                self.spool_live(rebuild(delivery.stream, delivery.id, message));
             }
             Origin::Replay { ticket, permit } => {
                 drop(permit);
@@ -124,6 +129,91 @@ impl BridgeContext {
                 }
             }
         }
+    }
+}
+
+impl BridgeContext {
+    /// Spools an acknowledged record whose delivery failed.
+    fn spool_live(&self, record: OutRecord) {
+        if let Err(e) = self
+            .spool
+            .append_blocking(&record, SpoolCause::DeliveryFailed)
+        {
+            self.metrics
+                .event_discarded(spool_discard_reason(&e), &record.id, &e);
+        }
+    }
+
+    /// The broker refused the record as too large: permanent (sending it
+    /// again would be refused again, issue 12, finding 1). Its dead letter,
+    /// trimmed to fit, goes to the spool for the forwarder to publish; the
+    /// record itself is never re-spooled.
+    fn too_large(&self, delivery: Delivery, error: &KafkaError, message: &BorrowedMessage<'_>) {
+        let record = rebuild(delivery.stream, delivery.id, message);
+        self.metrics
+            .record_too_large(delivery.stream, &record.id, record.size(), error);
+        let trimmed = self.limits.trimmed_dead_letter(&record);
+        let handled = match trimmed {
+            Some(dl) => match self.spool.append_blocking(&dl, SpoolCause::TooLarge) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.metrics
+                        .event_discarded(spool_discard_reason(&e), &record.id, &e);
+                    false
+                }
+            },
+            None => {
+                self.metrics.event_discarded(
+                    Discard::RecordTooLarge,
+                    &record.id,
+                    &"even its trimmed dead letter does not fit",
+                );
+                false
+            }
+        };
+        match delivery.origin {
+            // Handled here: the waiting request must not spool it again.
+            Origin::Live {
+                waiter: Some(waiter),
+            } => waiter.delivered(),
+            Origin::Live { waiter: None } => {}
+            // Never replayed again, whether its dead letter fit or not
+            // (then it is counted as discarded).
+            Origin::Replay { ticket, permit } => {
+                drop(permit);
+                let _ = handled;
+                self.spool.resolve(ticket);
+            }
+        }
+    }
+}
+
+/// The size limits records must respect: the setting, lowered to the
+/// smallest `max.message.bytes` of the topics (read by the readiness
+/// probe), and where a too-large record's dead letter goes.
+pub struct Limits {
+    /// Largest record, in [`OutRecord::size`] bytes.
+    max_record_bytes: AtomicUsize,
+    /// Each app's dead-letter topic, by `SdkAppid`.
+    dead_letter_topics: HashMap<u64, Arc<str>>,
+    /// For records of an app this process no longer has.
+    default_dead_letter_topic: Arc<str>,
+}
+
+impl Limits {
+    /// The current record limit.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The dead letter for a record Kafka cannot take, its value trimmed so
+    /// that the whole record fits; `None` when even that cannot fit.
+    pub fn trimmed_dead_letter(&self, record: &OutRecord) -> Option<OutRecord> {
+        let topic = record
+            .sdk_app_id()
+            .and_then(|id| self.dead_letter_topics.get(&id).cloned())
+            .unwrap_or_else(|| self.default_dead_letter_topic.clone());
+        trimmed_dead_letter(record, self.max_record_bytes(), topic)
     }
 }
 
@@ -195,7 +285,7 @@ impl ProducerContext for BridgeContext {
                 match delivery.origin {
                     Origin::Live { waiter } => {
                         if let Some(w) = waiter {
-                            let _ = w.send(true);
+                            w.delivered();
                         }
                     }
                     Origin::Replay { ticket, permit } => {
@@ -245,13 +335,24 @@ pub struct KafkaSink {
     /// Every topic readiness asks about.
     probe_topics: Vec<String>,
     metrics: Arc<Metrics>,
+    limits: Arc<Limits>,
+    /// Asks the topics' `max.message.bytes` (created on the first probe).
+    admin: std::sync::OnceLock<Result<AdminClient<DefaultClientContext>, String>>,
+    client: ClientConfig,
+    /// The configured limit, before the topics lower it.
+    configured_max_record: usize,
 }
 
+/// Room librdkafka's `message.max.bytes` (a whole request's limit) leaves
+/// above the largest record the bridge sends.
+const MESSAGE_MAX_MARGIN: usize = 16 * 1024;
+
 /// The bridge's producer defaults; any of them can be overridden by a
-/// user-supplied librdkafka property.
-pub fn producer_defaults(max_body_bytes: usize) -> Vec<(&'static str, String)> {
-    // A record is the body plus our envelope; leave room for both.
-    let message_max = (2 * max_body_bytes + 64 * 1024).max(1_000_000);
+/// user-supplied librdkafka property. `max_record_bytes` is
+/// `BRIDGE_KAFKA_MAX_RECORD_BYTES`, below a default broker's and topic's
+/// 1 048 588.
+pub fn producer_defaults(max_record_bytes: usize) -> Vec<(&'static str, String)> {
+    let message_max = max_record_bytes + MESSAGE_MAX_MARGIN;
     vec![
         ("client.id", "chat-kafka-bridge".into()),
         ("enable.idempotence", "true".into()),
@@ -276,24 +377,30 @@ impl KafkaSink {
         config: &KafkaConfig,
         probe_topics: Vec<String>,
         bootstrap_servers: &str,
-        max_body_bytes: usize,
+        dead_letter_topics: HashMap<u64, Arc<str>>,
         metrics: Arc<Metrics>,
         spool: Spool,
         draining: Draining,
     ) -> anyhow::Result<Self> {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", bootstrap_servers);
-        for (k, v) in producer_defaults(max_body_bytes) {
+        for (k, v) in producer_defaults(config.max_record_bytes) {
             client.set(k, v);
         }
         for (k, v) in &config.properties {
             client.set(k, v);
         }
+        let limits = Arc::new(Limits {
+            max_record_bytes: AtomicUsize::new(config.max_record_bytes),
+            dead_letter_topics,
+            default_dead_letter_topic: Arc::from(config.dlq_topic.as_str()),
+        });
         let producer: ThreadedProducer<BridgeContext> = client
             .create_with_context(BridgeContext {
                 metrics: metrics.clone(),
                 spool,
                 draining,
+                limits: limits.clone(),
             })
             .map_err(|e| anyhow::anyhow!("invalid Kafka producer configuration: {e}"))?;
         Ok(KafkaSink {
@@ -302,11 +409,24 @@ impl KafkaSink {
             dlq_topic: config.dlq_topic.clone(),
             probe_topics,
             metrics,
+            limits,
+            admin: std::sync::OnceLock::new(),
+            client,
+            configured_max_record: config.max_record_bytes,
         })
     }
 
+    /// The size limits records must respect.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Hands `record` to the producer's queue; never waits for the broker.
+    /// A record larger than the limit is refused here, before any answer.
     pub fn send(&self, record: &OutRecord, origin: Origin) -> Result<(), EnqueueError> {
+        if record.size() > self.limits.max_record_bytes() {
+            return Err(EnqueueError::TooLarge);
+        }
         let topic = match (&record.topic, record.stream) {
             (Some(t), _) => t,
             (None, Stream::Events) => self.topic.as_str(),
@@ -346,9 +466,15 @@ impl KafkaSink {
     }
 
     /// Asks the cluster for the metadata of every topic the bridge may
-    /// write: `Ok` when each exists and has partitions. Blocks up to
-    /// `timeout` per topic: call from a blocking thread.
+    /// write: `Ok` when each exists and has partitions, and the producer has
+    /// no fatal error. Then reads the topics' `max.message.bytes` and lowers
+    /// the record limit to the smallest (best effort: a user without
+    /// DescribeConfigs rights keeps `BRIDGE_KAFKA_MAX_RECORD_BYTES`). Blocks up
+    /// to `timeout` per request: call from a blocking thread in the runtime.
     pub fn probe(&self, timeout: Duration) -> Result<(), String> {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            return Err(fatal_advice(code, &reason));
+        }
         for topic in &self.probe_topics {
             let md = self
                 .producer
@@ -366,7 +492,59 @@ impl KafkaSink {
                 None => return Err(format!("topic {topic} is not in the metadata")),
             }
         }
+        self.read_topic_limits(timeout);
         Ok(())
+    }
+
+    /// Lowers the record limit to the topics' smallest `max.message.bytes`
+    /// (less the batch's own overhead).
+    fn read_topic_limits(&self, timeout: Duration) {
+        let admin = self.admin.get_or_init(|| {
+            self.client
+                .create::<AdminClient<DefaultClientContext>>()
+                .map_err(|e| e.to_string())
+        });
+        let Ok(admin) = admin else { return };
+        let specs: Vec<ResourceSpecifier<'_>> = self
+            .probe_topics
+            .iter()
+            .map(|t| ResourceSpecifier::Topic(t))
+            .collect();
+        let opts = AdminOptions::new().request_timeout(Some(timeout));
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let smallest = match handle.block_on(admin.describe_configs(&specs, &opts)) {
+            Ok(results) => results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .filter_map(|r| {
+                    r.get("max.message.bytes")?
+                        .value
+                        .as_deref()?
+                        .parse::<usize>()
+                        .ok()
+                })
+                .min(),
+            Err(e) => {
+                debug!(error = %e, "Could not read the topics' max.message.bytes; keeping BRIDGE_KAFKA_MAX_RECORD_BYTES.");
+                None
+            }
+        };
+        let limit = match smallest {
+            Some(topic_max) => self
+                .configured_max_record
+                .min(topic_max.saturating_sub(MESSAGE_MAX_MARGIN)),
+            None => self.configured_max_record,
+        };
+        let was = self.limits.max_record_bytes.swap(limit, Ordering::Relaxed);
+        if was != limit {
+            info!(
+                max_record_bytes = limit,
+                topics_max_message_bytes = ?smallest,
+                "Record limit set from the topics' max.message.bytes and BRIDGE_KAFKA_MAX_RECORD_BYTES."
+            );
+        }
     }
 
     /// Waits up to `timeout` for every queued record's delivery report.
@@ -385,6 +563,20 @@ impl KafkaSink {
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
     }
+}
+
+/// What a fatal producer error means and what to change: the idempotent
+/// producer cannot go on, so the bridge is not ready (and says why) rather
+/// than acknowledging callbacks it can never deliver (issue 13).
+fn fatal_advice(code: RDKafkaErrorCode, reason: &str) -> String {
+    let fix = match code {
+        RDKafkaErrorCode::ClusterAuthorizationFailed
+        | RDKafkaErrorCode::TopicAuthorizationFailed => {
+            "grant the bridge's user IdempotentWrite on the cluster (brokers before 2.8 require it for idempotence), or set BRIDGE_KAFKA_PROP_ENABLE_IDEMPOTENCE=false and accept duplicates on retries"
+        }
+        _ => "restart the bridge; if it recurs, check the broker's logs",
+    };
+    format!("the Kafka producer has a fatal error ({code:?}: {reason}): {fix}")
 }
 
 #[cfg(test)]

@@ -7,11 +7,10 @@ pub mod forward;
 mod kafka;
 pub mod record;
 pub mod spool;
+mod wait;
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::oneshot;
 
 pub use embedded::EmbeddedKafka;
 pub use kafka::{
@@ -22,7 +21,7 @@ pub use spool::{Spool, SpoolError};
 
 use crate::config::AckMode;
 use crate::event::{DeadLetter, Event};
-use crate::metrics::SpoolCause;
+use crate::metrics::{Metrics, SpoolCause};
 
 /// Why an accepted callback cannot be acknowledged.
 #[derive(Debug)]
@@ -61,18 +60,26 @@ pub struct Publisher {
     spool: Spool,
     mode: AckMode,
     deadline: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Publisher {
     /// Publishes through `kafka`, spooling to `spool`, acknowledging as
     /// `mode` says (`deadline`: how long `delivered` mode waits for Kafka).
-    pub fn new(kafka: Arc<KafkaSink>, spool: Spool, mode: AckMode, deadline: Duration) -> Self {
+    pub fn new(
+        kafka: Arc<KafkaSink>,
+        spool: Spool,
+        mode: AckMode,
+        deadline: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Publisher {
             kafka,
             records: Records::new(),
             spool,
             mode,
             deadline,
+            metrics,
         }
     }
 
@@ -105,6 +112,13 @@ impl Publisher {
     /// and in `delivered` mode wait for Kafka together, under one deadline,
     /// so a batch is answered as soon as a single event would be.
     async fn accept_all(&self, records: Vec<OutRecord>, at_once: bool) -> Result<(), AcceptError> {
+        // Refused before anything is acknowledged, in every mode: a record
+        // Kafka cannot take would otherwise loop between the producer and
+        // the spool (issue 12, finding 1).
+        let max = self.kafka.limits().max_record_bytes();
+        if records.iter().any(|r| r.size() > max) {
+            return Err(AcceptError::TooLarge);
+        }
         match (self.mode, at_once) {
             (AckMode::Enqueued, _) | (_, true) => {
                 for record in records {
@@ -128,10 +142,16 @@ impl Publisher {
         let mut first_error = None;
         let mut waiting = Vec::with_capacity(records.len());
         for record in records {
-            let (tx, rx) = oneshot::channel();
-            match self.kafka.send(&record, Origin::Live { waiter: Some(tx) }) {
-                Ok(()) => waiting.push((record, rx)),
+            let (waiter, wait) = wait::pair(record, self.spool.clone(), self.metrics.clone());
+            let origin = Origin::Live {
+                waiter: Some(waiter),
+            };
+            // The record travels in `wait`: if this request goes away (its
+            // client disconnects), whoever holds it then spools it.
+            match self.kafka.send(wait.record(), origin) {
+                Ok(()) => waiting.push(wait),
                 Err(e) => {
+                    let record = wait.cancel();
                     if let Err(e) = self.spill(&record, e).await {
                         first_error.get_or_insert(e);
                     }
@@ -139,13 +159,15 @@ impl Publisher {
             }
         }
         let deadline = tokio::time::Instant::now() + self.deadline;
-        for (record, rx) in waiting {
-            let outcome = match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(true)) => Ok(()),
-                Ok(_) => self.spool(&record, SpoolCause::DeliveryFailed).await,
+        for wait in waiting {
+            let outcome = match wait.until(deadline).await {
+                wait::Outcome::Delivered => Ok(()),
+                wait::Outcome::Failed(record) => {
+                    self.spool(&record, SpoolCause::DeliveryFailed).await
+                }
                 // Still in the producer's queue too: if it is delivered
                 // later, Kafka gets it twice, with the same id.
-                Err(_) => self.spool(&record, SpoolCause::Deadline).await,
+                wait::Outcome::TimedOut(record) => self.spool(&record, SpoolCause::Deadline).await,
             };
             if let Err(e) = outcome {
                 first_error.get_or_insert(e);

@@ -32,6 +32,74 @@ pub struct OutRecord {
     pub timestamp_ms: i64,
 }
 
+impl OutRecord {
+    /// The record's size as the limits count it: key, value, headers, and
+    /// the per-record framing Kafka adds (generously).
+    pub fn size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum();
+        self.key.as_ref().map_or(0, String::len) + self.payload.len() + headers + 64
+    }
+
+    /// The app the record belongs to, from its headers (`ce_source` of an
+    /// event, `bridge_sdk_app_id` of a dead letter).
+    pub fn sdk_app_id(&self) -> Option<u64> {
+        self.headers.iter().find_map(|(k, v)| {
+            let v = std::str::from_utf8(v).ok()?;
+            match k.as_str() {
+                "ce_source" => v.strip_prefix("/tencent-cloud-chat/apps/")?.parse().ok(),
+                "bridge_sdk_app_id" => v.parse().ok(),
+                _ => None,
+            }
+        })
+    }
+}
+
+/// The dead letter of a record Kafka refused as too large: on `topic`, its
+/// value the first bytes of the record's value, trimmed so that the whole
+/// record is at most `limit`; its headers the record's CloudEvents and
+/// bridge headers, and why (`bridge_reason: record_too_large`). `None` when
+/// even an empty value would not fit.
+pub fn trimmed_dead_letter(record: &OutRecord, limit: usize, topic: Arc<str>) -> Option<OutRecord> {
+    let mut headers: Vec<(String, Vec<u8>)> = vec![
+        ("bridge_id".into(), record.id.as_bytes().to_vec()),
+        ("bridge_reason".into(), b"record_too_large".to_vec()),
+        (
+            "bridge_original_bytes".into(),
+            record.size().to_string().into_bytes(),
+        ),
+    ];
+    for (k, v) in &record.headers {
+        let keep = (k.starts_with("ce_") || k.starts_with("bridge_"))
+            && !matches!(k.as_str(), "bridge_id" | "bridge_reason" | "bridge_error");
+        if keep {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    headers.push(("content-type".into(), b"application/octet-stream".to_vec()));
+    let mut dl = OutRecord {
+        stream: Stream::DeadLetter,
+        topic: Some(topic),
+        id: record.id.clone(),
+        key: None,
+        headers,
+        payload: Vec::new(),
+        timestamp_ms: record.timestamp_ms,
+    };
+    // Room for the error header, which names the sizes.
+    let error = format!(
+        "the record ({} bytes) is larger than Kafka accepts ({limit}); its value is cut to fit",
+        record.size()
+    );
+    let room = limit.checked_sub(dl.size() + "bridge_error".len() + error.len() + 8)?;
+    dl.payload = record.payload[..room.min(record.payload.len())].to_vec();
+    dl.headers.push(("bridge_error".into(), error.into_bytes()));
+    (dl.size() <= limit).then_some(dl)
+}
+
 /// Builds records, numbering them for this process (`bridge_instance`,
 /// `bridge_seq` headers).
 pub struct Records {
@@ -145,4 +213,50 @@ fn instance_id() -> String {
     );
     h.write_u32(std::process::id());
     format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: usize) -> OutRecord {
+        OutRecord {
+            stream: Stream::Events,
+            topic: Some(Arc::from("t")),
+            id: "abc".into(),
+            key: Some("k".repeat(100)),
+            headers: vec![
+                ("ce_source".into(), b"/tencent-cloud-chat/apps/7".to_vec()),
+                ("ce_type".into(), b"com.tencentcloud.chat.callback".to_vec()),
+            ],
+            payload: vec![b'x'; payload],
+            timestamp_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_too_large_record_becomes_a_dead_letter_that_fits() {
+        let big = record(2_000_000);
+        assert_eq!(big.sdk_app_id(), Some(7));
+        let dl = trimmed_dead_letter(&big, 1_000_000, Arc::from("dlq")).expect("fits");
+        assert!(dl.size() <= 1_000_000, "{}", dl.size());
+        assert!(dl.payload.len() > 990_000);
+        assert_eq!(dl.key, None);
+        assert_eq!(dl.stream, Stream::DeadLetter);
+        let h = |name: &str| {
+            dl.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            h("bridge_reason").as_deref(),
+            Some(&b"record_too_large"[..])
+        );
+        assert_eq!(
+            h("ce_source").as_deref(),
+            Some(&b"/tencent-cloud-chat/apps/7"[..])
+        );
+        assert!(trimmed_dead_letter(&big, 100, Arc::from("dlq")).is_none());
+    }
 }

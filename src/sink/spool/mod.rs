@@ -292,6 +292,25 @@ impl Spool {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Appends `record` from code that cannot wait (a request's drop, in the
+    /// async runtime): queued for the writer at once, or, when its queue is
+    /// full, handed to a task that waits for room. May use the headroom.
+    pub fn append_detached(&self, record: OutRecord, cause: SpoolCause) -> Result<(), SpoolError> {
+        let op = self.prepare(&record, None, self.inner.max_bytes)?;
+        match self.inner.tx.try_send(op) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SpoolError::Closed),
+            Err(mpsc::error::TrySendError::Full(op)) => {
+                let tx = self.inner.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(op).await;
+                });
+            }
+        }
+        self.inner.metrics.spooled(cause);
+        Ok(())
+    }
+
     /// Appends an acknowledged record whose delivery failed, without waiting
     /// for the disk; for librdkafka's thread. May use the headroom. Blocks if
     /// the writer's queue is full.
