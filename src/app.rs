@@ -107,7 +107,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 impl Bridge {
     /// Wiring: the embedded broker (no brokers configured), the spool, the
     /// producer, the publisher and the request state.
-    fn start(config: Config) -> anyhow::Result<Bridge> {
+    fn start(mut config: Config) -> anyhow::Result<Bridge> {
+        fit_file_descriptors(&mut config)?;
         if let Some(files) = &config.listen.tls {
             // Fail at start, with the file named, rather than on the first connection.
             http::tls_acceptor(files)?;
@@ -288,6 +289,58 @@ impl Bridge {
         drop(self.embedded);
         totals
     }
+}
+
+/// File descriptors the bridge needs besides its callback connections: the
+/// admin port's connections, Kafka's sockets, the spool's files, the runtime.
+const FD_RESERVE: u64 = (http::ADMIN_CONNECTIONS + http::ADMIN_PROBE_RESERVE) as u64 + 128;
+
+/// Makes `BRIDGE_MAX_CONNECTIONS` fit `RLIMIT_NOFILE` (issue 12, finding 9:
+/// with 256 descriptors, 300 silent connections stopped callbacks and
+/// `/healthz`): raises the soft limit to the hard one, and when that is
+/// still too low, lowers the connection limit with a WARN naming both, or
+/// refuses to start when too few would be left.
+fn fit_file_descriptors(config: &mut Config) -> anyhow::Result<()> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    let soft = if soft < hard {
+        match setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(hard),
+                maximum: limit.maximum,
+            },
+        ) {
+            Ok(()) => hard,
+            Err(e) => {
+                warn!(soft, hard, error = %e, "Could not raise RLIMIT_NOFILE to its hard limit.");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    let wanted = config.limits.max_connections as u64;
+    if soft >= wanted + FD_RESERVE {
+        return Ok(());
+    }
+    let fits = soft.saturating_sub(FD_RESERVE);
+    if fits < 16 {
+        anyhow::bail!(
+            "RLIMIT_NOFILE is {soft}: too few file descriptors for even 16 callback connections \
+             (the bridge keeps {FD_RESERVE} for the admin port, Kafka and the spool); raise it (ulimit -n)"
+        );
+    }
+    warn!(
+        rlimit_nofile = soft,
+        configured = wanted,
+        lowered_to = fits,
+        "Lowering BRIDGE_MAX_CONNECTIONS to fit RLIMIT_NOFILE (raise it with ulimit -n, or set BRIDGE_MAX_CONNECTIONS yourself)."
+    );
+    config.limits.max_connections = usize::try_from(fits).unwrap_or(usize::MAX);
+    Ok(())
 }
 
 /// librdkafka's mock cluster with `topics`, for zero-config runs.

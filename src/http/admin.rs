@@ -6,13 +6,32 @@ use http_body_util::Full;
 
 use super::State;
 
-/// Answers one admin request.
-pub fn handle<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
+/// Scrapes rendered at once: probes never wait behind them.
+const SCRAPES: usize = 2;
+
+/// Answers one admin request. On a connection admitted into the probes'
+/// reserve (`probes_only`), only `/healthz` and `/readyz` are answered.
+pub async fn handle<B>(
+    state: &State,
+    req: &Request<B>,
+    probes_only: bool,
+) -> Response<Full<Bytes>> {
+    static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(SCRAPES);
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match req.uri().path() {
+        "/metrics" if probes_only => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: this connection may only ask /healthz and /readyz\n",
+        ),
         "/metrics" => {
+            let Ok(_rendering) = RENDERING.try_acquire() else {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy: too many scrapes at once\n",
+                );
+            };
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -6,18 +6,15 @@ pub mod admin;
 pub mod callback;
 mod conn;
 pub mod respond;
+mod scan;
 mod tls;
 
 pub use tls::acceptor as tls_acceptor;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
@@ -96,8 +93,8 @@ pub async fn serve_callbacks(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    error!(error = %e, "Accepting a connection failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    state.metrics.accept_failed("callback", &e);
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
@@ -112,19 +109,26 @@ pub async fn serve_callbacks(
         let closing = closing_rx.clone();
         let open = OpenConnection::new(state.metrics.clone());
         let acceptor = acceptor.clone();
+        let limits = conn::Limits {
+            header_timeout: state.config.limits.header_read_timeout,
+            idle_timeout: state.config.limits.idle_timeout,
+            max_header_bytes: state.config.limits.max_header_bytes,
+            slots: permits.clone(),
+            slot_count: limit,
+        };
         tokio::spawn(async move {
             // Counted down however the task ends, a panic included.
             let _open = open;
+            let port = conn::Port::Callback;
             match acceptor {
-                None => conn::serve(stream, peer, state.clone(), closing).await,
+                None => conn::serve(stream, peer, state.clone(), port, limits, closing).await,
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        state.config.limits.header_read_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await;
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
                     match handshake {
-                        Ok(Ok(tls)) => conn::serve(tls, peer, state.clone(), closing).await,
+                        Ok(Ok(tls)) => {
+                            conn::serve(tls, peer, state.clone(), port, limits, closing).await;
+                        }
                         Ok(Err(e)) => state
                             .metrics
                             .connection_error(ConnectionClose::TlsHandshake, &e),
@@ -152,46 +156,67 @@ pub async fn serve_callbacks(
     }
 }
 
+/// How long an accept loop waits after a failed accept (out of file
+/// descriptors, ...) before it tries again, instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Connections the admin port serves fully (`/metrics` included).
+pub const ADMIN_CONNECTIONS: usize = 64;
+/// More connections it takes when those are taken, answering only the
+/// probes: stuck scrapes cannot keep `/healthz` and `/readyz` from the
+/// kubelet (issue 12, finding 7).
+pub const ADMIN_PROBE_RESERVE: usize = 64;
+/// The admin port's header and idle timeouts: its clients are the kubelet
+/// and Prometheus, on the local network.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the admin port until `shutdown` resolves.
 pub async fn serve_admin(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) {
-    const ADMIN_CONNECTIONS: usize = 64;
-    let permits = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+    let full = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
+    let reserve = Arc::new(Semaphore::new(ADMIN_PROBE_RESERVE));
+    let (_closing_tx, closing_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
-                    error!(error = %e, "Accepting an admin connection failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    state.metrics.accept_failed("admin", &e);
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(
-                limit = ADMIN_CONNECTIONS,
-                "Admin connection closed at once: too many open."
-            );
-            continue;
+        let (permit, probes_only, slots, slot_count) = match full.clone().try_acquire_owned() {
+            Ok(p) => (p, false, full.clone(), ADMIN_CONNECTIONS),
+            Err(_) => match reserve.clone().try_acquire_owned() {
+                Ok(p) => (p, true, reserve.clone(), ADMIN_PROBE_RESERVE),
+                Err(_) => {
+                    state
+                        .metrics
+                        .admin_connection_refused(ADMIN_CONNECTIONS + ADMIN_PROBE_RESERVE);
+                    continue;
+                }
+            },
         };
         let state = state.clone();
-        let service = service_fn(move |req| {
-            let response = admin::handle(&state, &req);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let closing = closing_rx.clone();
+        let limits = conn::Limits {
+            header_timeout: ADMIN_HEADER_TIMEOUT,
+            idle_timeout: ADMIN_IDLE_TIMEOUT,
+            max_header_bytes: 8192,
+            slots,
+            slot_count,
+        };
         tokio::spawn(async move {
-            let _ = conn.await;
+            let port = conn::Port::Admin { probes_only };
+            conn::serve(stream, peer, state, port, limits, closing).await;
             drop(permit);
         });
     }

@@ -124,6 +124,8 @@ label! {
         IncompleteRequest => "incomplete_request",
         /// Any other I/O error.
         IoError => "io_error",
+        /// A write the client did not take within the write timeout.
+        WriteTimeout => "write_timeout",
     }
 }
 
