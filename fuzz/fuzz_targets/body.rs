@@ -3,11 +3,15 @@
 //! keeps deep input from the parser; every event made from any body
 //! round-trips through its JSON, and every body field is either mapped or
 //! kept in `extra`; `callback` events (whole bodies and batch items) keep
-//! every field in `data.body`.
+//! every field in `data.body`; every event's record (`sink::Records`)
+//! carries the event as its value and its id in `ce_id`.
 #![no_main]
 
-use chat_kafka_bridge::callback::{OfficialAccountCommand, parse, to_events};
+use std::sync::Arc;
+
+use chat_kafka_bridge::callback::{JsonLimits, OfficialAccountCommand, parse, to_events};
 use chat_kafka_bridge::event::{Event, Payload, Source};
+use chat_kafka_bridge::sink::Records;
 use libfuzzer_sys::fuzz_target;
 
 fn source() -> Source {
@@ -19,15 +23,31 @@ fn source() -> Source {
     }
 }
 
+/// The production limits' defaults (`BRIDGE_MAX_JSON_DEPTH`, `BRIDGE_MAX_JSON_VALUES`).
+const LIMITS: JsonLimits = JsonLimits {
+    depth: 32,
+    values: 10_000,
+};
+
 fn round_trips(event: &Event) {
     let json = serde_json::to_vec(event).expect("events serialize");
     let back: Event = serde_json::from_slice(&json).expect("events deserialize");
     assert_eq!(&back, event);
 }
 
+/// The record of an event holds the event's JSON and names it in `ce_id`.
+fn records_of(records: &Records, event: &Event, key: Option<String>) {
+    let record = records.event(event, Arc::from("events"), key.clone());
+    assert_eq!(record.key, key);
+    assert_eq!(record.payload, serde_json::to_vec(event).expect("events serialize"));
+    let ce_id = record.headers.iter().find(|(k, _)| k == "ce_id").map(|(_, v)| v);
+    assert_eq!(ce_id, Some(&event.id.as_bytes().to_vec()));
+}
+
 fuzz_target!(|data: &[u8]| {
+    let records = Records::new();
     for command in OfficialAccountCommand::ALL {
-        let Ok(envelope) = parse(data, command.as_str(), 32) else {
+        let Ok(envelope) = parse(data, command.as_str(), LIMITS) else {
             continue;
         };
         let fields = envelope.fields.clone();
@@ -37,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(events.len(), 1);
         let event = &events[0].event;
         round_trips(event);
+        records_of(&records, event, events[0].key.clone());
         // Unmapped fields survive unchanged.
         for (k, v) in &event.extra {
             assert_eq!(fields.get(k), Some(v), "{k}");
@@ -45,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Any other command: a `callback` event with the body, or one per batch item.
     for command in ["Push.OfflinePush", "Group.CallbackAfterSendMsg"] {
-        let Ok(envelope) = parse(data, command, 32) else {
+        let Ok(envelope) = parse(data, command, LIMITS) else {
             continue;
         };
         let whole = envelope.clone();
@@ -66,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(events.len(), items.len());
         for (keyed, fields) in events.iter().zip(items) {
             round_trips(&keyed.event);
+            records_of(&records, &keyed.event, keyed.key.clone());
             let Payload::Callback(data) = &keyed.event.payload else {
                 panic!("not a callback event");
             };

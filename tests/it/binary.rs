@@ -15,9 +15,9 @@ use crate::harness::{
 };
 use crate::load::{Load, report, verify};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chat-kafka-bridge");
+pub const BIN: &str = env!("CARGO_BIN_EXE_chat-kafka-bridge");
 
-fn command() -> Command {
+pub fn command() -> Command {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("BRIDGE_") || k == "RUST_LOG" {
@@ -56,7 +56,12 @@ impl Bridge {
     }
 
     pub fn spawn(env: &[(&str, &str)]) -> Bridge {
-        let mut cmd = command();
+        Self::spawn_with(command(), env)
+    }
+
+    /// [`Bridge::spawn`] with a command of the caller's (the binary under
+    /// `prlimit`, say; see [`command`] and [`BIN`]).
+    pub fn spawn_with(mut cmd: Command, env: &[(&str, &str)]) -> Bridge {
         // A working directory of its own, so the default spool dir is fresh.
         let cwd = crate::harness::spool_dir(&crate::harness::unique("cwd"));
         std::fs::create_dir_all(&cwd).expect("cwd");

@@ -460,6 +460,44 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
             request(&signed_path(CMD, TOKEN, t), huge.as_bytes()),
         ));
     }
+    // Issue 12's shapes under a valid signature. Tiny values by the ten
+    // thousand: refused before parsing.
+    for _ in 0..50 {
+        let many = format!("[{}0]", "0,".repeat(10_000));
+        cases.push((
+            "body_too_complex",
+            400,
+            request(&signed_path(CMD, TOKEN, t), many.as_bytes()),
+        ));
+    }
+    // A batch over Tencent's 100 items, a time past 9999, a key with
+    // control characters: authentic as far as anyone can tell, so each is
+    // dead-lettered whole (200), never split, panicked on or published.
+    let push = "Push.OfflinePush";
+    for i in 0..20 {
+        let items = vec![r#"{"To_Account":"u","EventTime":1557481127}"#; 101].join(",");
+        let batch = format!(r#"{{"CallbackCommand":"{push}","Events":[{items}],"N":{i}}}"#);
+        cases.push((
+            "dead_lettered",
+            200,
+            request(&signed_path(push, TOKEN, t), batch.as_bytes()),
+        ));
+    }
+    let group = "Group.CallbackAfterSendMsg";
+    for i in 0..20 {
+        let y10k = format!(r#"{{"GroupId":"@TGS#y{i}","EventTime":99999999999999999}}"#);
+        cases.push((
+            "dead_lettered",
+            200,
+            request(&signed_path(group, TOKEN, t), y10k.as_bytes()),
+        ));
+        let evil = format!(r#"{{"GroupId":"@TGS#{i}\r\nX-Evil: 1"}}"#);
+        cases.push((
+            "dead_lettered",
+            200,
+            request(&signed_path(group, TOKEN, t), evil.as_bytes()),
+        ));
+    }
     let answered_cases = cases.len();
 
     // Connection-level abuse: slow-drip heads from 300 connections, pipelined
@@ -483,6 +521,19 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
                 }
                 let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
                 closed
+            })
+        })
+        .collect();
+    // Silent connections: connect, send nothing. The header timeout runs
+    // from accept, so they are closed too.
+    let silent: Vec<_> = (0..100)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = TcpStream::connect(&target).await else {
+                    return false;
+                };
+                read_until_closed(&mut s, Duration::from_secs(6)).await.1
             })
         })
         .collect();
@@ -532,7 +583,13 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
             drips_closed += 1;
         }
     }
-    let hostile_sent = answered_cases + 300 + extra;
+    let mut silent_closed = 0;
+    for d in silent {
+        if d.await.expect("silent task") {
+            silent_closed += 1;
+        }
+    }
+    let hostile_sent = answered_cases + 300 + 100 + extra;
 
     let result = load.stop().await;
     sampling.abort();
@@ -568,8 +625,8 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
     );
     assert_eq!(
         count_records(&dlq).await,
-        150,
-        "only the 150 authentic-looking dead letters"
+        210,
+        "only the 210 authentic-looking dead letters"
     );
 
     // The counters add up to what was sent.
@@ -585,6 +642,7 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
         "signature_missing",
         "body_too_large",
         "body_too_deep",
+        "body_too_complex",
     ] {
         let counted = m(format!(
             r#"chat_bridge_callbacks_rejected_total{{reason="{reason}"}}"#
@@ -601,17 +659,25 @@ async fn abuse_run_keeps_serving_and_publishes_nothing_forged() {
         + m(r#"chat_bridge_http_connections_closed_total{reason="incomplete_request"}"#.into())
             .await;
     assert_eq!(drips_closed, 300, "slow-drip connections left open");
-    assert!(header_timeouts >= 300, "{header_timeouts}");
+    assert_eq!(silent_closed, 100, "silent connections left open");
+    assert!(header_timeouts >= 400, "{header_timeouts}");
     assert_eq!(malformed, 10);
     assert!(truncated <= 50);
     let dead =
         m(r#"chat_bridge_callbacks_dead_lettered_total{reason="body_invalid_field"}"#.into()).await;
-    assert_eq!(dead, 100);
+    let dead_by_reason: Vec<String> = crate::harness::get(&format!("{admin}/metrics"))
+        .await
+        .1
+        .lines()
+        .filter(|l| l.starts_with("chat_bridge_callbacks_dead_lettered_total"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(dead, 160, "{dead_by_reason:?}");
     let not_json =
         m(r#"chat_bridge_callbacks_dead_lettered_total{reason="body_not_json"}"#.into()).await;
     assert_eq!(not_json, 50);
     eprintln!(
-        "[abuse] hostile requests {hostile_sent} ({answered_cases} answered by the handler: {by_reason:?}; 300 slow-drip connections, all closed; 10 pipelined-garbage connections; 50 truncated bodies, {truncated} counted); valid callbacks {} answered OK, {} in Kafka, lost {}; header_timeout closes {header_timeouts}; RSS {} KiB at start, {} KiB peak",
+        "[abuse] hostile requests {hostile_sent} ({answered_cases} answered by the handler: {by_reason:?}; 300 slow-drip and 100 silent connections, all closed; 10 pipelined-garbage connections; 50 truncated bodies, {truncated} counted); valid callbacks {} answered OK, {} in Kafka, lost {}; header_timeout closes {header_timeouts}; RSS {} KiB at start, {} KiB peak",
         result.acked.len(),
         v.records,
         v.lost,

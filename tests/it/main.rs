@@ -8,6 +8,7 @@ mod harness;
 mod load;
 
 mod admin;
+mod attacks;
 mod binary;
 mod callbacks;
 mod compat;
