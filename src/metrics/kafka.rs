@@ -29,6 +29,7 @@ pub(super) struct Kafka {
     queue_max_messages: IntGauge,
     queue_max_bytes: IntGauge,
     brokers_up: IntGauge,
+    fatal_error: IntGauge,
     broker_rtt: GaugeVec,
     /// The series counted on every record, by stream, resolved once.
     enqueued_of: Vec<IntCounter>,
@@ -106,6 +107,10 @@ impl Kafka {
             brokers_up: r.gauge(
                 "kafka_brokers_up",
                 "Brokers the producer has an open connection to (state UP, from statistics).",
+            ),
+            fatal_error: r.gauge(
+                "kafka_fatal_error",
+                "1 once the producer has a fatal error: it delivers nothing until the bridge restarts, and /readyz says why (issue 13).",
             ),
             broker_rtt: r.float_gauge_vec(
                 "kafka_broker_rtt_seconds",
@@ -197,6 +202,15 @@ impl Metrics {
                 "Kafka refused a record as too large; it is dead-lettered, trimmed to fit, and not sent again. Lower BRIDGE_KAFKA_MAX_RECORD_BYTES to the topic's max.message.bytes."
             );
         }
+    }
+
+    /// The producer failed fatally (librdkafka's `_FATAL`: an idempotent
+    /// producer the cluster refuses, say): raised for good, logged once
+    /// (librdkafka reports it once); the readiness probe names the cause
+    /// and the fix.
+    pub fn kafka_fatal_error(&self, error: &dyn Display, reason: &str) {
+        self.kafka.fatal_error.set(1);
+        error!(%error, reason, "The Kafka producer failed fatally: it delivers nothing until the bridge restarts; /readyz says what to change.");
     }
 
     /// librdkafka emitted its periodic statistics.

@@ -268,7 +268,12 @@ impl ClientContext for BridgeContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // Transient connection errors are retried by librdkafka; readiness and
-        // kafka_brokers_up show their effect. Fatal ones end in delivery failures.
+        // kafka_brokers_up show their effect. A fatal one ends the producer:
+        // raised as a gauge, and the readiness probe reports it.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            self.metrics.kafka_fatal_error(&error, reason);
+            return;
+        }
         warn!(target: "librdkafka", %error, reason, "Kafka client error.");
     }
 }

@@ -861,6 +861,17 @@ async fn compat_topic_acls_without_idempotent_write() {
             assert!(bridge.running(), "the bridge exited:\n{}", bridge.log_text());
             let found = count_records_on(&c.bootstrap(), &topic).await;
             assert_eq!(found, 0);
+            // Not ready, and says so: nothing it acknowledges now can be
+            // delivered until a restart with the fix.
+            assert_eventually!(
+                get(&format!("{admin}/readyz")).await.0 == 503,
+                Duration::from_secs(15),
+                "ready despite the fatal error"
+            );
+            assert_eq!(
+                crate::harness::metric(&admin, "chat_bridge_kafka_fatal_error").await,
+                1.0
+            );
             let ready = get(&format!("{admin}/readyz")).await.0 == 200;
             assert_no_secret(&bridge, &[kafka::ACL_PASSWORD]).await;
             Outcome {
