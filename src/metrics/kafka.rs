@@ -204,13 +204,14 @@ impl Metrics {
         }
     }
 
-    /// The producer failed fatally (librdkafka's `_FATAL`: an idempotent
-    /// producer the cluster refuses, say): raised for good, logged once
-    /// (librdkafka reports it once); the readiness probe names the cause
-    /// and the fix.
-    pub fn kafka_fatal_error(&self, error: &dyn Display, reason: &str) {
-        self.kafka.fatal_error.set(1);
-        error!(%error, reason, "The Kafka producer failed fatally: it delivers nothing until the bridge restarts; /readyz says what to change.");
+    /// The readiness probe found the producer failed fatally (an
+    /// idempotent producer the cluster refuses, say): raised for good, and
+    /// logged the first time, with `advice` (the cause and the fix).
+    pub fn kafka_fatal_error(&self, advice: &dyn Display) {
+        if self.kafka.fatal_error.get() == 0 {
+            self.kafka.fatal_error.set(1);
+            error!(%advice, "The Kafka producer failed fatally: it delivers nothing until the bridge restarts; /readyz says what to change.");
+        }
     }
 
     /// librdkafka emitted its periodic statistics.

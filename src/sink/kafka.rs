@@ -268,12 +268,9 @@ impl ClientContext for BridgeContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // Transient connection errors are retried by librdkafka; readiness and
-        // kafka_brokers_up show their effect. A fatal one ends the producer:
-        // raised as a gauge, and the readiness probe reports it.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            self.metrics.kafka_fatal_error(&error, reason);
-            return;
-        }
+        // kafka_brokers_up show their effect. A fatal one (reported here
+        // with its underlying code) ends the producer: the readiness probe
+        // finds it and raises chat_bridge_kafka_fatal_error.
         warn!(target: "librdkafka", %error, reason, "Kafka client error.");
     }
 }
@@ -478,7 +475,9 @@ impl KafkaSink {
     /// to `timeout` per request: call from a blocking thread in the runtime.
     pub fn probe(&self, timeout: Duration) -> Result<(), String> {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            return Err(fatal_advice(code, &reason));
+            let advice = fatal_advice(code, &reason);
+            self.producer.context().metrics.kafka_fatal_error(&advice);
+            return Err(advice);
         }
         for topic in &self.probe_topics {
             let md = self

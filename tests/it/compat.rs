@@ -870,7 +870,9 @@ async fn compat_topic_acls_without_idempotent_write() {
             );
             assert_eq!(
                 crate::harness::metric(&admin, "chat_bridge_kafka_fatal_error").await,
-                1.0
+                1.0,
+                "{}",
+                bridge.log_text()
             );
             let ready = get(&format!("{admin}/readyz")).await.0 == 200;
             assert_no_secret(&bridge, &[kafka::ACL_PASSWORD]).await;
