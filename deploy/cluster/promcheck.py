@@ -3,9 +3,11 @@
   promcheck.py rules PROMETHEUSRULE.json OUT.json
       The groups of a PrometheusRule as the API server stores it (kubectl get
       -o json) as a Prometheus rule file (JSON is YAML).
-  promcheck.py alert URL NAME firing|inactive TIMEOUT_S
+  promcheck.py alert URL NAME firing|inactive TIMEOUT_S SINCE [MIN_S]
       Waits until alert NAME is firing (or no longer pending/firing); prints
-      the seconds it took. Exits 1 on timeout.
+      the seconds since SINCE (a Unix time: when the fault began or ended)
+      and when it went pending. Exits 1 on timeout, or if it got there
+      sooner than MIN_S after SINCE (a for: window not honoured).
   promcheck.py targets URL JOB N
       Waits until N targets of JOB are up.
   promcheck.py dashboard URL DASHBOARD.json NAMESPACE
@@ -57,16 +59,19 @@ def alert_state(url, name):
     return "pending" if "pending" in states else "inactive"
 
 
-def cmd_alert(url, name, want, timeout):
+def cmd_alert(url, name, want, timeout, since, min_s):
     t0 = time.time()
     pending_at = None
     while time.time() - t0 < timeout:
         s = alert_state(url, name)
         if s == "pending" and pending_at is None:
-            pending_at = time.time() - t0
+            pending_at = time.time() - since
         if s == want:
-            extra = f" (pending after {pending_at:.1f} s)" if pending_at is not None and want == "firing" else ""
-            print(f"{time.time() - t0:.1f}{extra}")
+            took = time.time() - since
+            if took < min_s:
+                sys.exit(f"FAIL alert {name} {want} {took:.1f} s after the fault, before its for: window of {min_s} s")
+            extra = f", pending after {pending_at:.1f} s" if pending_at is not None and want == "firing" else ""
+            print(f"{took:.1f} s{extra}")
             return
         time.sleep(0.5)
     sys.exit(f"FAIL alert {name} not {want} within {timeout} s (state {alert_state(url, name)})")
@@ -126,7 +131,7 @@ def main():
     if a[:1] == ["rules"]:
         cmd_rules(a[1], a[2])
     elif a[:1] == ["alert"]:
-        cmd_alert(a[1], a[2], a[3], float(a[4]))
+        cmd_alert(a[1], a[2], a[3], float(a[4]), float(a[5]), float(a[6]) if len(a) > 6 else 0.0)
     elif a[:1] == ["targets"]:
         cmd_targets(a[1], a[2], int(a[3]))
     elif a[:1] == ["dashboard"]:

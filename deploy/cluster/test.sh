@@ -50,7 +50,7 @@ IMAGE=${1:?usage: deploy/cluster/test.sh IMAGE.tar [--api-only]}
 IMAGE=$(realpath "$IMAGE")
 API_ONLY=0; [ "${2:-}" = "--api-only" ] && API_ONLY=1
 [ "$(id -u)" = 0 ] || die "needs root (cgroups, mount namespaces, a bridge)"
-for t in kubectl buildah containerd ctr runc java mvn kcat openssl python3 prometheus promtool nsenter unshare iptables-save ip curl; do
+for t in kubectl buildah containerd ctr runc java mvn kcat openssl python3 prometheus promtool nsenter unshare iptables-save nft ip curl; do
   command -v "$t" >/dev/null || die "needs $t (.ci/deploy installs the Debian packages)"
 done
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || die "needs containernetworking-plugins"
@@ -95,7 +95,8 @@ snapshot() {
   ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | sort >"$d/links"
   awk '{print $5}' /proc/self/mountinfo | sort >"$d/mounts"
   for m in $(cgroup_mounts); do find "$m" -mindepth 1 -maxdepth 1 -type d; done | sort >"$d/cgroups"
-  { iptables-save; ip6tables-save; } 2>/dev/null | grep -E '^[*:-]' | sed 's/ \[[0-9]*:[0-9]*\]$//' | sort >"$d/iptables"
+  { iptables-save 2>/dev/null | sed 's/^/4 /'; ip6tables-save 2>/dev/null | sed 's/^/6 /'; } \
+    | grep -E '^[46] [*:-]' | sed 's/ \[[0-9]*:[0-9]*\]$//' | sort >"$d/iptables"
   sysctl -a 2>/dev/null | grep -vE '^(fs\.(dentry|inode)-(state|nr)|fs\.inode-nr|fs\.file-nr|kernel\.ns_last_pid|kernel\.random\.(uuid|boot_id|entropy_avail)|kernel\.pty\.nr|net\.netfilter\.nf_conntrack_count|fs\.quota\.)' >"$d/sysctl" || true
   for p in /var/lib/cni /run/containerd /var/log/pods /var/log/containers /opt/containerd /etc/cni /var/lib/kubelet /run/netns /run/runc /etc/kubernetes; do
     [ -e "$p" ] && echo "$p"
@@ -134,16 +135,23 @@ cleanup() {
   for _ in $(seq 1 50); do ip -o link show master "$BR" 2>/dev/null | grep -q . || break; sleep 0.1; done
   [ -n "${BR_MADE:-}" ] && for v in $(ip -o link show master "$BR" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do ip link del "$v"; done
   [ -n "${BR_MADE:-}" ] && ip link del "$BR"
-  # iptables chains the kubelet made (KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...).
+  # iptables chains the kubelet made (KUBE-FIREWALL, KUBE-KUBELET-CANARY,
+  # ...), and with the nf_tables backend the tables it made, when empty.
   if [ -d "$W/before" ]; then
-    for ipt in iptables ip6tables; do
-      for table in filter nat mangle; do
+    for fam in 4 6; do
+      ipt=iptables; nftfam=ip
+      [ "$fam" = 6 ] && { ipt=ip6tables; nftfam=ip6; }
+      for table in filter nat mangle raw security; do
         for chain in $("$ipt" -t "$table" -S 2>/dev/null | awk '$1=="-N"{print $2}'); do
-          grep -qxF ":$chain" <(grep "^:" "$W/before/iptables" | awk '{print $1}') && continue
+          grep -qxF "$fam :$chain" <(awk '$2 ~ /^:/ {print $1, $2}' "$W/before/iptables") && continue
           "$ipt" -t "$table" -S 2>/dev/null | awk -v c="$chain" '$1=="-A" && $0 ~ ("-j " c "( |$)") && $2 != c' | sed 's/^-A/-D/' \
             | while read -r rule; do eval "$ipt -t $table $rule"; done
           "$ipt" -t "$table" -F "$chain"; "$ipt" -t "$table" -X "$chain"
         done
+        if "$ipt" --version 2>/dev/null | grep -q nf_tables && ! grep -qxF "$fam *$table" "$W/before/iptables" \
+          && nft list table "$nftfam" "$table" >/dev/null 2>&1 && ! "$ipt-save" -t "$table" 2>/dev/null | grep -q '^-A'; then
+          nft delete table "$nftfam" "$table"
+        fi
       done
     done
   fi
@@ -325,7 +333,8 @@ step node "containerd, kubelet, a Kafka broker, the chart in real pods"
 # The private mount namespace of containerd and the kubelet.
 spawn "$W/holder.log" unshare --mount --propagation private sleep 3600
 HOLDER=$SPAWNED
-wait_for 5 "mount namespace" test "$(readlink /proc/$HOLDER/ns/mnt)" != "$(readlink /proc/self/ns/mnt)"
+own_mount_ns() { [ "$(readlink "/proc/$HOLDER/ns/mnt")" != "$(readlink /proc/$$/ns/mnt)" ]; }
+wait_for 5 "the holder's own mount namespace" own_mount_ns
 in_ns() { nsenter -t "$HOLDER" -m -- "$@"; }
 mkdir -p "$W/sysctl"
 # The kubelet's kernel tunables (pkg/kubelet/cm setupKernelTunables): it only
@@ -340,6 +349,9 @@ done
 in_ns mount -t tmpfs -o mode=0755 ckb-run /run
 in_ns mount -t tmpfs -o mode=0755 ckb-varlib /var/lib
 in_ns mount -t tmpfs -o mode=0755 ckb-varlog /var/log
+# The kubelet's cAdvisor finds containerd at its default socket: the private /run.
+in_ns mkdir -p /run/containerd
+in_ns ln -s "$W/containerd/containerd.sock" /run/containerd/containerd.sock
 [ "$(in_ns cat /proc/sys/kernel/panic)" = 10 ] && [ "$(cat /proc/sys/kernel/panic)" != 10 ] \
   || die "the kernel tunables are not shadowed in the namespace"
 ok "private mount namespace (holder pid $HOLDER): tmpfs on /run, /var/lib, /var/log; 6 kernel tunables shadowed"
@@ -582,9 +594,12 @@ while i < len(text):
     if i >= len(text): break
     o, i = dec.raw_decode(text, i); objs.append(o["object"])
 mine = [o for o in objs if o["metadata"]["name"] == pod]
-deleted_at = next(o["metadata"]["deletionTimestamp"] for o in mine if o["metadata"].get("deletionTimestamp"))
+# deletionTimestamp is when the grace period ends: the deletion was
+# asked for deletionGracePeriodSeconds before it.
+deleting = next(o["metadata"] for o in mine if o["metadata"].get("deletionTimestamp"))
 codes = [c["state"]["terminated"]["exitCode"] for o in mine for c in o["status"].get("containerStatuses", []) if "terminated" in c.get("state", {})]
-t_del = datetime.datetime.fromisoformat(deleted_at.replace("Z", "+00:00"))
+t_del = datetime.datetime.fromisoformat(deleting["deletionTimestamp"].replace("Z", "+00:00")) \
+    - datetime.timedelta(seconds=deleting["deletionGracePeriodSeconds"])
 t_fin = datetime.datetime.fromisoformat(final["timestamp"].replace("Z", "+00:00"))
 took = (t_fin - t_del).total_seconds()
 assert codes and codes[-1] == 0, f"exit codes seen: {codes}"
@@ -718,15 +733,15 @@ for i in $(seq 1 10); do
   sleep 0.2
 done
 echo "sent 10 callbacks during the outage, ${#OUTAGE_MARKERS[@]} acknowledged (enqueued mode: answered OK, spooled when delivery fails)"
-s=$(python3 deploy/cluster/promcheck.py alert "$PROM" ChatKafkaBridgeNotReady firing 120)
-ok "Kafka stopped: ChatKafkaBridgeNotReady firing $s s later (for: 20s; readiness probe, 2 s scrape and evaluation)"
-s=$(python3 deploy/cluster/promcheck.py alert "$PROM" ChatKafkaBridgeDeliveryFailures firing 120)
-ok "Kafka stopped: ChatKafkaBridgeDeliveryFailures firing $s s later (no for:; message.timeout.ms 5000)"
+s=$(python3 deploy/cluster/promcheck.py alert "$PROM" ChatKafkaBridgeNotReady firing 120 "$outage" 20)
+ok "Kafka stopped: ChatKafkaBridgeNotReady firing $s after it (for: 20s, not sooner; + the bridge's metadata probe, 2 s scrape and evaluation)"
+s=$(python3 deploy/cluster/promcheck.py alert "$PROM" ChatKafkaBridgeDeliveryFailures firing 120 "$outage")
+ok "Kafka stopped: ChatKafkaBridgeDeliveryFailures firing $s after it (no for:; the deliveries fail after message.timeout.ms 5000)"
 outage_s=$(since "$outage")
 back=$(date +%s.%N)
 start_kafka
-s=$(python3 deploy/cluster/promcheck.py alert "$PROM" ChatKafkaBridgeNotReady inactive 120)
-ok "Kafka back after a ${outage_s} s outage: ChatKafkaBridgeNotReady resolved $s s later"
+s=$(python3 deploy/cluster/promcheck.py alert "$PROM" ChatKafkaBridgeNotReady inactive 120 "$back")
+ok "Kafka back after a ${outage_s} s outage: ChatKafkaBridgeNotReady resolved $s after it was restarted (broker start included)"
 deadline=$(( $(date +%s) + 90 ))
 while :; do
   kcat -b "$KAFKA" -t official-account-events -C -e -q -f '%s\n' >"$W/kafka-oa.txt" 2>/dev/null || true
