@@ -3,11 +3,12 @@
   promcheck.py rules PROMETHEUSRULE.json OUT.json
       The groups of a PrometheusRule as the API server stores it (kubectl get
       -o json) as a Prometheus rule file (JSON is YAML).
-  promcheck.py alert URL NAME firing|inactive TIMEOUT_S SINCE [MIN_S]
-      Waits until alert NAME is firing (or no longer pending/firing); prints
-      the seconds since SINCE (a Unix time: when the fault began or ended)
-      and when it went pending. Exits 1 on timeout, or if it got there
-      sooner than MIN_S after SINCE (a for: window not honoured).
+  promcheck.py alerts URL SINCE TIMEOUT_S NAME=firing[:MIN_S]|NAME=inactive ...
+      Waits until each alert NAME is firing (or neither pending nor firing);
+      prints, per alert, the seconds since SINCE (a Unix time: when the
+      fault began or ended) and when it went pending. Exits 1 on timeout,
+      or if one fired sooner than MIN_S after SINCE (a for: window not
+      honoured).
   promcheck.py targets URL JOB N
       Waits until N targets of JOB are up.
   promcheck.py dashboard URL DASHBOARD.json NAMESPACE
@@ -29,12 +30,9 @@ from pathlib import Path
 # Queries that return nothing on a healthy bridge that has not seen the
 # event they count, by metric name in the query. docs/kubernetes.md lists them.
 NO_DATA_WHEN_IDLE = {
-    "chat_bridge_dedup_duplicates_total": "de-duplication is off (dedupWindow 0s): no duplicates are counted",
-    "chat_bridge_dedup_evicted_total": "de-duplication is off (dedupWindow 0s): nothing is evicted",
-    "chat_bridge_http_connections_rejected_total": "created on the first refused connection (maxConnections reached)",
-    "chat_bridge_spool_oldest_age_seconds": "only while something waits in the spool",
-    "chat_bridge_spool_write_duration_seconds_bucket": "only after spool writes in the last rate window",
-    "chat_bridge_spool_torn_bytes_total": "created when a torn spool record is found at start",
+    # None at present: the bridge creates its series at zero, so every query
+    # returned data in deploy/cluster/test.sh. A metric added here needs its
+    # reason in docs/kubernetes.md too.
 }
 
 
@@ -59,22 +57,29 @@ def alert_state(url, name):
     return "pending" if "pending" in states else "inactive"
 
 
-def cmd_alert(url, name, want, timeout, since, min_s):
+def cmd_alerts(url, since, timeout, wants):
     t0 = time.time()
-    pending_at = None
-    while time.time() - t0 < timeout:
-        s = alert_state(url, name)
-        if s == "pending" and pending_at is None:
-            pending_at = time.time() - since
-        if s == want:
-            took = time.time() - since
-            if took < min_s:
-                sys.exit(f"FAIL alert {name} {want} {took:.1f} s after the fault, before its for: window of {min_s} s")
-            extra = f", pending after {pending_at:.1f} s" if pending_at is not None and want == "firing" else ""
-            print(f"{took:.1f} s{extra}")
-            return
+    left = {}
+    for w in wants:
+        name, _, state = w.partition("=")
+        state, _, min_s = state.partition(":")
+        left[name] = (state, float(min_s or 0))
+    pending = {}
+    while left and time.time() - t0 < timeout:
+        for name, (want, min_s) in list(left.items()):
+            s = alert_state(url, name)
+            if s == "pending" and name not in pending:
+                pending[name] = time.time() - since
+            if s == want:
+                took = time.time() - since
+                if took < min_s:
+                    sys.exit(f"FAIL alert {name} {want} {took:.1f} s after the fault, before its for: window of {min_s:g} s")
+                extra = f" (pending after {pending[name]:.1f} s)" if name in pending and want == "firing" else ""
+                print(f"{name} {want} after {took:.1f} s{extra}")
+                del left[name]
         time.sleep(0.5)
-    sys.exit(f"FAIL alert {name} not {want} within {timeout} s (state {alert_state(url, name)})")
+    if left:
+        sys.exit(f"FAIL not within {timeout:g} s: " + ", ".join(f"{n} {w} (is {alert_state(url, n)})" for n, (w, _) in left.items()))
 
 
 def cmd_targets(url, job, n, timeout=60):
@@ -130,8 +135,8 @@ def main():
     a = sys.argv[1:]
     if a[:1] == ["rules"]:
         cmd_rules(a[1], a[2])
-    elif a[:1] == ["alert"]:
-        cmd_alert(a[1], a[2], a[3], float(a[4]), float(a[5]), float(a[6]) if len(a) > 6 else 0.0)
+    elif a[:1] == ["alerts"]:
+        cmd_alerts(a[1], float(a[2]), float(a[3]), a[4:])
     elif a[:1] == ["targets"]:
         cmd_targets(a[1], a[2], int(a[3]))
     elif a[:1] == ["dashboard"]:
