@@ -491,8 +491,12 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
-JAVA_OPTS=(-Xmx512m -XX:+UseSerialGC -Djava.awt.headless=true "-Dlog4j2.configurationFile=$ROOT/tests/kafka/log4j2.properties")
-java "${JAVA_OPTS[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format -t "$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid)" \
+# Java's temporary files (lz4-java unpacks its native library there) in
+# the test's directory, and no /tmp/hsperfdata_* files.
+mkdir -p "$W/kafka/tmp"
+JAVA_OPTS=(-Xmx512m -XX:+UseSerialGC -XX:-UsePerfData -Djava.awt.headless=true "-Djava.io.tmpdir=$W/kafka/tmp"
+           "-Dlog4j2.configurationFile=$ROOT/tests/kafka/log4j2.properties")
+java "${JAVA_OPTS[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format -t "$(java "${JAVA_OPTS[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid)" \
   -c "$W/kafka/server.properties" >"$W/kafka-format.log" 2>&1 || { cat "$W/kafka-format.log"; die "kafka storage format"; }
 start_kafka() {
   spawn "$W/kafka.log" java "${JAVA_OPTS[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$W/kafka/server.properties"
@@ -501,7 +505,7 @@ start_kafka() {
 }
 start_kafka
 for topic in official-account-events chat-callback-events official-account-events-dlq; do
-  java -cp "$KAFKA_LIBS/*" "-Dlog4j2.configurationFile=$ROOT/tests/kafka/log4j2.properties" org.apache.kafka.tools.TopicCommand \
+  java "${JAVA_OPTS[@]}" -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
     --bootstrap-server "$KAFKA" --create --topic "$topic" --partitions 3 --replication-factor 1 >"$W/topic.log" 2>&1 \
     || { cat "$W/topic.log"; die "creating topic $topic"; }
 done
