@@ -30,7 +30,8 @@
 # not built yet); it says so.
 #
 # The machine is left as it was: every process runs in cgroups the test made
-# and is killed at the end; containerd and the kubelet run in a private mount
+# and is killed at the end (by deploy/cluster/watchdog.sh if this shell is
+# SIGKILLed); containerd and the kubelet run in a private mount
 # namespace (tmpfs over /run, /var/lib and /var/log, and the kernel tunables
 # the kubelet would write bind-mounted over /proc/sys), so their mounts die
 # with them; the test's bridge, cgroups and iptables chains are removed; and
@@ -135,26 +136,8 @@ cleanup() {
   for _ in $(seq 1 50); do ip -o link show master "$BR" 2>/dev/null | grep -q . || break; sleep 0.1; done
   [ -n "${BR_MADE:-}" ] && for v in $(ip -o link show master "$BR" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do ip link del "$v"; done
   [ -n "${BR_MADE:-}" ] && ip link del "$BR"
-  # iptables chains the kubelet made (KUBE-FIREWALL, KUBE-KUBELET-CANARY,
-  # ...), and with the nf_tables backend the tables it made, when empty.
-  if [ -d "$W/before" ]; then
-    for fam in 4 6; do
-      ipt=iptables; nftfam=ip
-      [ "$fam" = 6 ] && { ipt=ip6tables; nftfam=ip6; }
-      for table in filter nat mangle raw security; do
-        for chain in $("$ipt" -t "$table" -S 2>/dev/null | awk '$1=="-N"{print $2}'); do
-          grep -qxF "$fam :$chain" <(awk '$2 ~ /^:/ {print $1, $2}' "$W/before/iptables") && continue
-          "$ipt" -t "$table" -S 2>/dev/null | awk -v c="$chain" '$1=="-A" && $0 ~ ("-j " c "( |$)") && $2 != c' | sed 's/^-A/-D/' \
-            | while read -r rule; do eval "$ipt -t $table $rule"; done
-          "$ipt" -t "$table" -F "$chain"; "$ipt" -t "$table" -X "$chain"
-        done
-        if "$ipt" --version 2>/dev/null | grep -q nf_tables && ! grep -qxF "$fam *$table" "$W/before/iptables" \
-          && nft list table "$nftfam" "$table" >/dev/null 2>&1 && ! "$ipt-save" -t "$table" 2>/dev/null | grep -q '^-A'; then
-          nft delete table "$nftfam" "$table"
-        fi
-      done
-    done
-  fi
+  # iptables chains (and empty nf_tables tables) the kubelet made.
+  [ -f "$W/before/iptables" ] && "$ROOT/deploy/cluster/iptables-undo.sh" "$W/before/iptables"
   # What is different from the start?
   if [ -d "$W/before" ]; then
     snapshot "$W/after"
@@ -201,10 +184,8 @@ spawn() {
   SPAWNED=$!
 }
 # If this shell dies without its trap (SIGKILL), a watchdog still ends
-# everything it started.
-spawn "$W/watchdog.log" bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 2; done
-  for p in $(find "$2/$3" "$2/$3-ctl" -name cgroup.procs -exec cat {} + 2>/dev/null); do [ "$p" = "$$" ] || kill -KILL "$p"; done' \
-  watchdog "$$" "$PIDS_CG" "$CG"
+# what it started (deploy/cluster/watchdog.sh).
+spawn /proc/self/fd/2 deploy/cluster/watchdog.sh "$$" "$CG" "$BR" "$W"
 
 
 # --- the network: a private /24 on a bridge of our own ---------------------------------
@@ -420,7 +401,7 @@ bah rm "$pc" >/dev/null
 IMAGE_TAG=$(tar -xOf "$IMAGE" index.json | python3 -c 'import json,sys; print(json.load(sys.stdin)["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"])')
 IMAGE_REF=docker.io/library/$IMAGE_TAG
 "${CTR[@]}" images import --index-name "$IMAGE_REF" "$IMAGE" >/dev/null
-"${CTR[@]}" images ls -q | grep -qxF "$IMAGE_REF" || die "$IMAGE_REF not in containerd after import: $("${CTR[@]}" images ls -q | tr '\n' ' ')"
+grep -qxF "$IMAGE_REF" <<<"$("${CTR[@]}" images ls -q)" || die "$IMAGE_REF not in containerd after import: $("${CTR[@]}" images ls -q | tr '\n' ' ')"
 ok "images imported into containerd: $IMAGE_REF (from $(basename "$IMAGE")), registry.k8s.io/pause:ckb-test (static pause)"
 
 t0=$(date +%s.%N)
@@ -557,7 +538,9 @@ PROMTOOL=promtool
 "$PROMTOOL" check metrics <"$W/pod-metrics.txt" >/dev/null 2>&1 || die "promtool check metrics on the pod's /metrics"
 ok "/metrics scraped from pod $POD_IP:9090: chat_bridge_ready 1, chat_bridge_callbacks_total $accepted, $(grep -c '^# TYPE chat_bridge_' "$W/pod-metrics.txt") families pass promtool check metrics"
 pod0=$(pods_json | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["metadata"]["name"])')
-"${KUBECTL[@]}" -n "$NS" logs "$pod0" | grep -q 'listening\.' || die "kubectl logs $pod0 (API server -> kubelet) lacks the listening line"
+# To a file first: grep -q would end the pipe early, and pipefail report kubectl's SIGPIPE.
+"${KUBECTL[@]}" -n "$NS" logs "$pod0" >"$W/logs-$pod0.txt" || die "kubectl logs $pod0 (API server -> kubelet)"
+grep -q 'listening\.' "$W/logs-$pod0.txt" || { head -c 2000 "$W/logs-$pod0.txt"; die "kubectl logs $pod0 lacks the listening line"; }
 ok "kubectl logs $pod0 through the API server and the kubelet"
 
 # kubectl rollout restart under a trickle of callbacks.
