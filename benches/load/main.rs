@@ -1,11 +1,14 @@
 //! Load benchmark: the bridge (its binary, as a separate process) against a
 //! real Apache Kafka broker, compared in the same run, with the same client,
-//! with a bare hyper server that only reads the body and answers OK.
+//! with a bare hyper server that only reads the body and answers OK, and
+//! with the floor server (`floor.rs`), the least code that does the
+//! bridge's job for these bodies.
 //!
 //! `cargo bench --bench load` runs it (see `docs/performance.md`); options
 //! follow `--`, e.g. `cargo bench --bench load -- --duration 5 --connections 128`.
 //! `cargo test --bench load` (no `--bench` argument) is a smoke run of a
-//! few seconds that checks only that every event was verified.
+//! few seconds that checks only that every event was verified. `--pin` runs
+//! every server on CPU 1 and the client and the broker on CPU 0.
 //!
 //! Phases: a warm-up of each server; closed-loop rounds (as fast as answers
 //! come back) in ABBA order; then open-loop phases at fixed fractions of each
@@ -15,6 +18,7 @@
 //! its speed, and the benchmark exits non-zero.
 
 mod client;
+mod floor;
 #[allow(dead_code)] // the fault tests' parts of the launcher
 #[path = "../../tests/it/kafka.rs"]
 mod kafka;
@@ -59,6 +63,8 @@ pub struct Options {
     /// Run the servers under callgrind and count instructions per request
     /// in one closed-loop phase of `max_requests` each.
     pub callgrind: bool,
+    /// Servers on one CPU, the client and the broker on the other.
+    pub pin: bool,
 }
 
 impl Options {
@@ -76,6 +82,7 @@ impl Options {
                 max_requests: 50_000,
                 client_threads: 2,
                 callgrind: false,
+                pin: false,
             }
         } else {
             Options {
@@ -89,6 +96,7 @@ impl Options {
                 max_requests: 3_000_000,
                 client_threads: 2,
                 callgrind: false,
+                pin: false,
             }
         };
         let mut it = args.iter();
@@ -104,6 +112,7 @@ impl Options {
             };
             match a.as_str() {
                 "--bench" | "--smoke" => {}
+                "--pin" => o.pin = true,
                 "--callgrind" => {
                     o.callgrind = true;
                     o.rounds = 1;
@@ -153,6 +162,10 @@ fn main() -> ExitCode {
         servers::serve_bare();
         return ExitCode::SUCCESS;
     }
+    if args.iter().any(|a| a == "--floor-server") {
+        floor::serve_floor();
+        return ExitCode::SUCCESS;
+    }
     let options = match Options::parse(&args) {
         Ok(o) => o,
         Err(e) => {
@@ -191,12 +204,23 @@ fn results_dir() -> PathBuf {
 
 fn run(o: &Options) -> Result<Run, String> {
     let began = Instant::now();
+    if o.pin {
+        // Before any thread or child exists: they inherit CPU 0 (the
+        // broker too, when this process starts it).
+        servers::pin(std::process::id(), servers::CLIENT_CPU)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(o.client_threads)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let brokers = kafka::bootstrap().to_owned();
+    if o.pin {
+        match servers::listener_pid(&brokers) {
+            Some(pid) => servers::pin(pid, servers::CLIENT_CPU)?,
+            None => eprintln!("[load] --pin: the broker's pid is not known; it is not pinned"),
+        }
+    }
     let workload = Arc::new(Workload::new(1024));
     let mut run = Run::new(o.clone(), &workload);
     eprintln!("[load] {}", run.describe());
@@ -218,8 +242,17 @@ fn run(o: &Options) -> Result<Run, String> {
     if o.callgrind {
         std::fs::create_dir_all(results_dir()).map_err(|e| e.to_string())?;
     }
-    let mut servers = vec![Server::bare(callgrind("bare"))?];
+    let mut servers = vec![Server::bare(callgrind("bare"), o.pin)?];
     let mut topics = vec![None];
+    let floor_topic = format!("bench-floor-{tag}");
+    rt.block_on(verify::create_topics(&brokers, &floor_topic))?;
+    servers.push(Server::floor(
+        &brokers,
+        &floor_topic,
+        callgrind("floor"),
+        o.pin,
+    )?);
+    topics.push(Some(floor_topic));
     // LOAD_COMPARE_BIN adds, for each mode, a bridge from another build
     // ("compare <mode>"), measured in the same rounds: a before/after
     // comparison that the machine's drift cannot bias.
@@ -244,6 +277,7 @@ fn run(o: &Options) -> Result<Run, String> {
             mode,
             &dir,
             callgrind(&slug),
+            o.pin,
         )?);
         topics.push(Some(topic));
     }
@@ -313,13 +347,13 @@ fn run(o: &Options) -> Result<Run, String> {
             run.rows.push(row);
         }
     }
-    // Each bridge at fractions of its own best rate; bare hyper at the
-    // enqueued bridge's, to set its latency beside the enqueued bridge's.
+    // Each bridge at fractions of its own best rate; bare hyper and the
+    // floor at the enqueued bridge's, to set their latency beside it.
     let enqueued_best = run.best_rate("bridge enqueued").unwrap_or(0.0);
     let bests: Vec<f64> = servers
         .iter()
         .map(|s| match run.best_rate(&s.name) {
-            Some(best) if s.name != "bare hyper" => best,
+            Some(best) if !matches!(s.name.as_str(), "bare hyper" | "floor") => best,
             _ => enqueued_best,
         })
         .collect();

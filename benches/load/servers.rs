@@ -1,13 +1,16 @@
-//! The two servers under load, each its own process so that its CPU time and
+//! The servers under load, each its own process so that its CPU time and
 //! peak RSS can be read from `/proc`: the bridge's binary (built in the same
-//! profile as this benchmark) and a bare hyper server (this benchmark's own
-//! executable, re-run with `--bare-server`).
+//! profile as this benchmark), a bare hyper server (this benchmark's own
+//! executable, re-run with `--bare-server`) and the floor server (the same
+//! executable with `--floor-server`, see `floor.rs`). With `--pin` every
+//! server runs on CPU 1 (`taskset`), the client and the broker on CPU 0.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,7 +38,17 @@ pub struct Server {
     log: Option<PathBuf>,
     /// Where callgrind writes its counts, when the server runs under it.
     callgrind: Option<PathBuf>,
+    /// The floor server's control pipe (stdin, stdout).
+    control: Option<Mutex<Control>>,
 }
+
+/// A control pipe: the server's stdin and stdout.
+type Control = (ChildStdin, BufReader<ChildStdout>);
+
+/// CPU the servers run on under `--pin`; the client and the broker get CPU 0.
+pub const SERVER_CPU: &str = "1";
+/// CPU of the client and the broker under `--pin`.
+pub const CLIENT_CPU: &str = "0";
 
 impl Server {
     /// The process id.
@@ -46,6 +59,7 @@ impl Server {
     /// Starts a bridge named `name` against `brokers` writing `topic`, in `mode`; under
     /// callgrind (counting nothing until [`Server::count`]) when `callgrind`
     /// names its output file.
+    #[allow(clippy::too_many_arguments)] // each a setting of the bridge under test
     pub fn bridge(
         name: String,
         binary: &Path,
@@ -54,12 +68,13 @@ impl Server {
         mode: &str,
         dir: &Path,
         callgrind: Option<PathBuf>,
+        pin: bool,
     ) -> Result<Server, String> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).map_err(|e| format!("{dir:?}: {e}"))?;
         let log = dir.join("bridge.log");
         let log_file = std::fs::File::create(&log).map_err(|e| format!("{log:?}: {e}"))?;
-        let child = command(binary, callgrind.as_deref())
+        let child = command(binary, callgrind.as_deref(), pin)
             .env("BRIDGE_LISTEN", "127.0.0.1:0")
             .env("BRIDGE_ADMIN_LISTEN", "127.0.0.1:0")
             .env("BRIDGE_KAFKA_BROKERS", brokers)
@@ -85,6 +100,7 @@ impl Server {
             admin: None,
             log: Some(log.clone()),
             callgrind,
+            control: None,
         };
         // The bridge logs its addresses once it listens.
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -123,24 +139,11 @@ impl Server {
     }
 
     /// Starts bare hyper: this executable with `--bare-server`.
-    pub fn bare(callgrind: Option<PathBuf>) -> Result<Server, String> {
+    pub fn bare(callgrind: Option<PathBuf>, pin: bool) -> Result<Server, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = command(&exe, callgrind.as_deref())
-            .arg("--bare-server")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("starting bare hyper: {e}"))?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        let addr = line
-            .trim()
-            .parse()
-            .map_err(|_| format!("bare hyper printed {line:?}, not an address"))?;
+        let mut c = command(&exe, callgrind.as_deref(), pin);
+        c.arg("--bare-server");
+        let (child, addr, _) = own_server(c, "bare hyper")?;
         Ok(Server {
             name: "bare hyper".into(),
             addr,
@@ -148,6 +151,33 @@ impl Server {
             admin: None,
             log: None,
             callgrind,
+            control: None,
+        })
+    }
+
+    /// Starts the floor server: this executable with `--floor-server`,
+    /// writing to `topic`.
+    pub fn floor(
+        brokers: &str,
+        topic: &str,
+        callgrind: Option<PathBuf>,
+        pin: bool,
+    ) -> Result<Server, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut c = command(&exe, callgrind.as_deref(), pin);
+        c.arg("--floor-server")
+            .env("FLOOR_BROKERS", brokers)
+            .env("FLOOR_TOPIC", topic);
+        let (mut child, addr, stdout) = own_server(c, "the floor server")?;
+        let stdin = child.stdin.take().expect("piped");
+        Ok(Server {
+            name: "floor".into(),
+            addr,
+            child,
+            admin: None,
+            log: None,
+            callgrind,
+            control: Some(Mutex::new((stdin, stdout))),
         })
     }
 
@@ -186,15 +216,24 @@ impl Server {
     /// Waits until a bridge has no record waiting for Kafka (producer queue
     /// and spool), so that one phase's backlog does not load the next.
     pub fn wait_quiet(&self, timeout: Duration) {
-        if self.admin.is_none() {
+        if self.admin.is_none() && self.control.is_none() {
             return;
         }
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let busy = self
-                .metric("chat_bridge_kafka_unconfirmed_events")
-                .unwrap_or(1.0)
-                + self.metric("chat_bridge_spool_events").unwrap_or(1.0);
+            let busy = match &self.control {
+                Some(control) => {
+                    let mut control = control.lock().expect("not poisoned");
+                    ask(&mut control, "in_flight")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1.0)
+                }
+                None => {
+                    self.metric("chat_bridge_kafka_unconfirmed_events")
+                        .unwrap_or(1.0)
+                        + self.metric("chat_bridge_spool_events").unwrap_or(1.0)
+                }
+            };
             if busy == 0.0 {
                 return;
             }
@@ -206,6 +245,21 @@ impl Server {
     /// Stops the server (SIGTERM: a bridge drains and flushes) and, for a
     /// bridge, returns its final `discarded` count.
     pub fn stop(&mut self) -> Result<u64, String> {
+        if let Some(control) = self.control.take() {
+            let (stdin, mut stdout) = control.into_inner().expect("not poisoned");
+            // The floor flushes its producer when its stdin closes, then
+            // says how many records it could not deliver.
+            drop(stdin);
+            let mut line = String::new();
+            while stdout.read_line(&mut line).map_err(|e| e.to_string())? > 0 {
+                if let Some(n) = line.trim().strip_prefix("failed ") {
+                    let _ = self.child.wait();
+                    return n.parse().map_err(|_| format!("the floor said {line:?}"));
+                }
+                line.clear();
+            }
+            return Err("the floor server exited without its count".into());
+        }
         if self.child.stdin.take().is_some() {
             // Bare hyper exits cleanly when its stdin closes.
             for _ in 0..100 {
@@ -254,18 +308,83 @@ impl Drop for Server {
     }
 }
 
-/// `program`, or `program` under callgrind writing to `out`.
-fn command(program: &Path, out: Option<&Path>) -> Command {
-    match out {
-        None => Command::new(program),
-        Some(out) => {
-            let mut c = Command::new("valgrind");
-            c.args(["--tool=callgrind", "--instr-atstart=no"])
-                .arg(format!("--callgrind-out-file={}", out.display()))
-                .arg(program);
-            c
-        }
+/// `program`, or `program` under callgrind writing to `out`; on
+/// [`SERVER_CPU`] when `pin`.
+fn command(program: &Path, out: Option<&Path>, pin: bool) -> Command {
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if pin {
+        argv.extend(["taskset", "-c", SERVER_CPU].map(Into::into));
     }
+    if let Some(out) = out {
+        argv.extend(["valgrind", "--tool=callgrind", "--instr-atstart=no"].map(Into::into));
+        argv.push(format!("--callgrind-out-file={}", out.display()).into());
+    }
+    argv.push(program.into());
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    c
+}
+
+/// Spawns one of this executable's own servers (`c`), which print their
+/// address first: the child, the address and its stdout.
+fn own_server(
+    mut c: Command,
+    what: &str,
+) -> Result<(Child, SocketAddr, BufReader<ChildStdout>), String> {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting {what}: {e}"))?;
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("{what} printed {line:?}, not an address"))?;
+    Ok((child, addr, stdout))
+}
+
+/// Sends `command` on a control pipe and reads the answer line.
+fn ask(control: &mut Control, command: &str) -> Option<String> {
+    writeln!(control.0, "{command}").ok()?;
+    control.0.flush().ok()?;
+    let mut line = String::new();
+    control.1.read_line(&mut line).ok()?;
+    Some(line.trim().to_owned())
+}
+
+/// Pins `pid` (all its threads) to `cpu` with `taskset`.
+pub fn pin(pid: u32, cpu: &str) -> Result<(), String> {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("taskset: {e}"))?
+        .success();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("taskset could not pin {pid} to CPU {cpu}"))
+    }
+}
+
+/// The pid of the process listening on `addr`'s port (the broker), from `ss`.
+pub fn listener_pid(addr: &str) -> Option<u32> {
+    let port = addr.rsplit(':').next()?;
+    let out = Command::new("ss")
+        .args(["-Hltnp", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let at = text.find("pid=")? + 4;
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Kills `pid` when this process is gone, however it ends.

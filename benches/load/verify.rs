@@ -18,6 +18,9 @@ use serde::Deserialize;
 use crate::client::histogram;
 use crate::workload::Workload;
 
+/// One record in this many is also read as a whole `event::Event`.
+const SAMPLE: usize = 16;
+
 /// Partitions of the benchmark's topics.
 pub const PARTITIONS: i32 = 6;
 
@@ -71,6 +74,10 @@ pub struct Verdict {
     pub dead_letters: usize,
     /// `chat_bridge_events_discarded_total` at shutdown.
     pub discarded: u64,
+    /// Sampled records (one in [`SAMPLE`]) that are not a v1 `Event`.
+    pub not_event: usize,
+    /// Mean size of a record's value, bytes.
+    pub mean_bytes: f64,
     /// End-to-end latency in µs per phase (same order as the phases given).
     pub e2e: Vec<Histogram<u64>>,
 }
@@ -83,6 +90,7 @@ impl Verdict {
             && self.wrong_id == 0
             && self.dead_letters == 0
             && self.discarded == 0
+            && self.not_event == 0
     }
 }
 
@@ -121,13 +129,22 @@ pub fn verify(
         wrong_id: 0,
         dead_letters: 0,
         discarded,
+        not_event: 0,
+        mean_bytes: 0.0,
         e2e: phases.iter().map(|_| histogram()).collect(),
     };
+    let mut bytes = 0usize;
     let mut ids = HashSet::with_capacity(acked.len());
     let mut seen: HashSet<u64> = HashSet::with_capacity(acked.len());
     let mut bad = 0usize;
     read(brokers, topic, acked.len(), |payload, ts| {
         v.records += 1;
+        bytes += payload.len();
+        if v.records % SAMPLE == 1
+            && serde_json::from_slice::<chat_kafka_bridge::event::Event>(payload).is_err()
+        {
+            v.not_event += 1;
+        }
         let Ok(value) = serde_json::from_slice::<Value>(payload) else {
             bad += 1;
             return;
@@ -149,6 +166,7 @@ pub fn verify(
         }
     })?;
     v.distinct = ids.len();
+    v.mean_bytes = bytes as f64 / v.records.max(1) as f64;
     v.wrong_id += bad;
     v.lost = acked.iter().filter(|s| !seen.contains(s)).count();
     let acked_set: HashSet<u64> = acked.iter().copied().collect();

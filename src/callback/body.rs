@@ -122,20 +122,21 @@ pub enum OverLimit {
 pub fn json_over_limits(bytes: &[u8], limits: JsonLimits) -> Option<OverLimit> {
     let mut depth = 0usize;
     let mut values = 1usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            // A string: jump to its closing quote (memchr, not byte by
+            // byte: most of a body is text), past every escaped byte. An
+            // unterminated string ends the scan, as the end of the body would.
+            b'"' => loop {
+                let at = memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+                let quote = bytes[i + at] == b'"';
+                i += at + if quote { 1 } else { 2 };
+                if quote {
+                    break;
+                }
+            },
             b'[' | b'{' => {
                 depth += 1;
                 values += 1;
@@ -317,6 +318,53 @@ mod tests {
             json_over_limits(many.as_bytes(), big),
             Some(OverLimit::Values)
         );
+    }
+
+    /// The scan before issue 15 (byte by byte, also inside strings).
+    fn byte_by_byte(bytes: &[u8], limits: JsonLimits) -> Option<OverLimit> {
+        let (mut depth, mut values, mut in_string, mut escaped) = (0usize, 1usize, false, false);
+        for &b in bytes {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    values += 1;
+                    if depth > limits.depth {
+                        return Some(OverLimit::Depth);
+                    }
+                }
+                b',' => values += 1,
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => continue,
+            }
+            if values > limits.values {
+                return Some(OverLimit::Values);
+            }
+        }
+        None
+    }
+
+    proptest::proptest! {
+        /// Issue 15: skipping strings with memchr finds what the byte-by-byte
+        /// scan found, escapes and unterminated strings included.
+        #[test]
+        fn the_string_skipping_scan_agrees_with_the_byte_scan(
+            body in proptest::collection::vec(proptest::sample::select(b"[]{},\"\\ a".to_vec()), 0..64),
+            depth in 0usize..6,
+            values in 0usize..12,
+        ) {
+            let limits = JsonLimits { depth, values };
+            proptest::prop_assert_eq!(json_over_limits(&body, limits), byte_by_byte(&body, limits));
+        }
     }
 
     #[test]
