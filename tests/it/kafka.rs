@@ -661,7 +661,9 @@ maxClientCnxns=0
     /// `dir/<what>.pid` and its output appended to `dir/<what>.log`. The
     /// watchdog kills the JVM and removes `dir` when this test process is
     /// gone, however it ends; if the JVM dies first (a test killed it), it
-    /// leaves the data for a restart.
+    /// leaves the data for a restart. The JVM's temporary files (lz4-java
+    /// unpacks its native library there, and leaves it when killed) stay in
+    /// `dir/tmp`, not in `/tmp`.
     fn spawn_watched(
         &self,
         dir: &Path,
@@ -670,7 +672,8 @@ maxClientCnxns=0
         props: &Path,
     ) -> Result<(), String> {
         let script = format!(
-            r#"java {opts} {log_args} -cp '{cp}' {class} '{props}' >> '{log}' 2>&1 &
+            r#"mkdir -p '{dir}/tmp'
+java {opts} -Djava.io.tmpdir='{dir}/tmp' {log_args} -cp '{cp}' {class} '{props}' >> '{log}' 2>&1 &
 jvm=$!
 echo $jvm > '{pidfile}'
 trap 'kill $jvm 2>/dev/null' TERM INT
