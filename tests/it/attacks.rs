@@ -255,6 +255,29 @@ async fn finding_1_b_a_broker_refusal_for_size_is_dead_lettered_once() {
     );
 }
 
+/// Sends `body` as a group message, waits until its record is in the
+/// producer's queue (the request then waits for Kafka, in delivered mode),
+/// and hangs up.
+async fn abandon_during_the_wait(bridge: &Bridge, body: &str) {
+    let mut s = TcpStream::connect(host(&bridge.callback))
+        .await
+        .expect("connect");
+    s.write_all(&request(
+        "Group.CallbackAfterSendMsg",
+        body.as_bytes(),
+        false,
+    ))
+    .await
+    .expect("write");
+    let enqueued = r#"chat_bridge_kafka_enqueued_total{stream="events"}"#;
+    crate::assert_eventually!(
+        metric(&bridge.admin, enqueued).await == 1.0,
+        Duration::from_secs(10),
+        "the record never reached the producer"
+    );
+    drop(s);
+}
+
 /// Finding 2: in delivered mode, a client that disconnects while its
 /// request waits for Kafka no longer loses the record: the delivery
 /// callback spools it when the delivery fails.
@@ -266,18 +289,7 @@ async fn finding_2_a_request_gone_during_the_wait_leaves_its_record_spooled() {
         ("BRIDGE_KAFKA_PROP_MESSAGE_TIMEOUT_MS", "1500"),
     ]);
     let body = json!({"GroupId": "@TGS#3", "Text": "waits"}).to_string();
-    let mut s = TcpStream::connect(host(&bridge.callback))
-        .await
-        .expect("connect");
-    s.write_all(&request(
-        "Group.CallbackAfterSendMsg",
-        body.as_bytes(),
-        false,
-    ))
-    .await
-    .expect("write");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(s);
+    abandon_during_the_wait(&bridge, &body).await;
     let spooled = r#"chat_bridge_spool_appends_total{cause="delivery_failed"}"#;
     crate::assert_eventually!(
         metric(&bridge.admin, spooled).await == 1.0,
@@ -308,18 +320,7 @@ async fn finding_3_a_dropped_request_leaves_no_dedup_claim() {
         ("BRIDGE_DEDUP_WINDOW", "10m"),
     ]);
     let body = json!({"GroupId": "@TGS#4", "Text": "retried"}).to_string();
-    let mut s = TcpStream::connect(host(&bridge.callback))
-        .await
-        .expect("connect");
-    s.write_all(&request(
-        "Group.CallbackAfterSendMsg",
-        body.as_bytes(),
-        false,
-    ))
-    .await
-    .expect("write");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(s);
+    abandon_during_the_wait(&bridge, &body).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Tencent's retry: answered after the 1 s wait, spooled, published.
     let status = post_raw(
