@@ -3,8 +3,9 @@
 //! whether to publish or only count.
 //!
 //! Configured routes (`[[routes]]` in the config file) are tried first, in
-//! file order, then the built-in ones ([`Routes::builtin`]); the last
-//! built-in route matches every command, so every callback has a route.
+//! file order, then the built-in ones (one per command of the command
+//! table, then [`Routes::fallbacks`]); the last built-in route matches every
+//! command, so every callback has a route.
 //! Documented, with every default, in `docs/configuration.md` ("Routing").
 
 use std::fmt;
