@@ -33,10 +33,8 @@ use chat_kafka_bridge::callback::verify;
 use chat_kafka_bridge::clock::{now_ms, rfc3339_ms};
 use chat_kafka_bridge::sink::producer_defaults;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
@@ -188,23 +186,11 @@ pub fn serve_floor() {
             let _ = std::io::stdout().flush();
             std::process::exit(0);
         });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(Duration::from_secs(10));
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
+        crate::servers::serve_http(listener, move || {
             let floor = floor.clone();
-            let service = service_fn(move |req| answer(floor.clone(), req));
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
+            service_fn(move |req| answer(floor.clone(), req))
+        })
+        .await;
     });
 }
 

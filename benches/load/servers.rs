@@ -487,22 +487,38 @@ pub fn serve_bare() {
             let _ = std::io::stdin().read_to_end(&mut Vec::new());
             std::process::exit(0);
         });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(Duration::from_secs(10));
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service_fn(answer));
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
+        serve_http(listener, || service_fn(answer)).await;
     });
+}
+
+/// The yardsticks' accept loop (bare hyper's and the floor's): HTTP/1.1
+/// with keep-alive and a 10 s head timeout, one task per connection, for
+/// ever.
+pub async fn serve_http<S>(listener: tokio::net::TcpListener, service: impl Fn() -> S)
+where
+    S: hyper::service::Service<
+            Request<hyper::body::Incoming>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_secs(10));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder.serve_connection(TokioIo::new(stream), service());
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
 }
 
 async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
