@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::Envelope;
 use super::body::lenient_u64;
+use crate::event::json;
 
 /// The id of one callback's event. `EventTime` enters as its integer (so
 /// `1` and `"1"` are the same callback), the other fields as canonical JSON.
@@ -62,9 +63,10 @@ fn fields(h: &mut Sha256, fields: &Map<String, Value>) {
         None => h.update(b"-"),
     }
     h.update(b"\0");
-    // Serialized into one buffer and hashed in one call: feeding the hasher
-    // serde's many small writes cost more than the hashing itself. The map
-    // is sorted by key (serde_json's Map without preserve_order).
+    // Written into one buffer and hashed in one call: feeding the hasher
+    // many small writes cost more than the hashing itself. The map is
+    // sorted by key (serde_json's Map without preserve_order); the bytes
+    // are serde_json's compact output (`event::json`, tested against it).
     let mut canonical = Vec::with_capacity(1024);
     canonical.push(b'{');
     let mut first = true;
@@ -76,9 +78,9 @@ fn fields(h: &mut Sha256, fields: &Map<String, Value>) {
             canonical.push(b',');
         }
         first = false;
-        serde_json::to_writer(&mut canonical, k).expect("a Vec never fails to write");
+        json::write_str(&mut canonical, k);
         canonical.push(b':');
-        serde_json::to_writer(&mut canonical, v).expect("a Vec never fails to write");
+        json::write_value(&mut canonical, v);
     }
     canonical.push(b'}');
     h.update(&canonical);

@@ -574,6 +574,12 @@ mod tests {
                         }
                     }
                 }
+                // The record's bytes are serde_json's, written by hand.
+                assert_eq!(
+                    String::from_utf8(crate::event::json::to_vec(event)).expect("UTF-8"),
+                    serde_json::to_string(event).expect("serialize"),
+                    "{stem}"
+                );
                 let json = serde_json::to_value(event).expect("serialize");
                 let back: Event = serde_json::from_value(json.clone()).expect("deserialize");
                 assert_eq!(&back, event, "{stem}");
@@ -687,6 +693,10 @@ mod properties {
             .remove(0);
         let json = serde_json::to_value(&event).expect("serialize");
         crate::event::schema_check::assert_valid(&json, command.as_str());
+        assert_eq!(
+            crate::event::json::to_vec(&event),
+            serde_json::to_vec(&event).expect("serialize")
+        );
         event
     }
 

@@ -6,6 +6,7 @@
 //! from the rest of the crate, so a consumer could depend on it alone.
 //! Documented in `docs/events.md`; compatibility rules are there too.
 
+pub mod json;
 #[cfg(test)]
 pub(crate) mod schema_check;
 #[cfg(test)]

@@ -133,7 +133,7 @@ impl Records {
     /// The record for an event: its topic and key (the route's), CloudEvents
     /// headers, the event as JSON.
     pub fn event(&self, event: &Event, topic: Arc<str>, key: Option<String>) -> OutRecord {
-        let payload = serde_json::to_vec(event).expect("events always serialize");
+        let payload = crate::event::json::to_vec(event);
         let mut headers: Vec<(String, Vec<u8>)> = vec![
             ("ce_specversion".into(), b"1.0".to_vec()),
             ("ce_id".into(), event.id.as_bytes().to_vec()),

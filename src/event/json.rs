@@ -1,0 +1,378 @@
+//! Events as JSON bytes, written directly: byte for byte what
+//! `serde_json::to_vec` writes for the same [`Event`] (the tests over every
+//! fixture, a property test and the `body` fuzz target compare the two),
+//! at a fraction of the cost.
+//!
+//! The profile of issue 15 found the bridge spending more on escaping
+//! strings than on anything else it does to an event: serde_json looks up
+//! every byte of every string in a table, twice per callback (the event,
+//! and the canonical JSON its id is hashed from). Here a string with
+//! nothing to escape, nearly every string Tencent sends, is checked eight
+//! bytes at a time and copied at once; a string that has something to
+//! escape is written by serde_json itself, so escapes cannot differ.
+//! `Value`s (message bodies, `extra`, `callback` bodies) are written the
+//! same way, with their keys in `Map` order (sorted: serde_json's `Map`
+//! without `preserve_order`) and numbers as parsed (`arbitrary_precision`).
+
+use serde_json::{Map, Value};
+
+use super::{
+    BatchItem, Callback, Event, InfoChanged, Lifecycle, Message, Payload, SubscriberList,
+    TimeSource, TimeUnit, Withdrawn,
+};
+
+/// The event as JSON: `serde_json::to_vec(event)`, faster.
+pub fn to_vec(event: &Event) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(1024));
+    w.event(event);
+    w.0
+}
+
+/// Appends `value` as compact JSON, as `serde_json::to_writer` would.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    let mut w = Writer(std::mem::take(out));
+    w.value(value);
+    *out = w.0;
+}
+
+/// Appends `s` as a JSON string, escaped as `serde_json::to_writer` escapes it.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        serde_json::to_writer(out, s).expect("a Vec never fails to write");
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// `true` when `bytes` hold a byte serde_json escapes: a control character
+/// (below 0x20), `"` or `\`. Eight bytes at a time: a word has a byte below
+/// `n` (n ≤ 128) exactly when `(x - n·0x01…) & !x & 0x80…` is not zero, and a
+/// byte equal to `c` when `x ^ c·0x01…` has a byte below 1.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    fn below(x: u64, n: u8) -> u64 {
+        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let found = below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1);
+        if found != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// The output, with one method per shape (the field order of each is the
+/// order of its struct's fields, as serde's derive writes them).
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn raw(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// `"name":` after the first field of an object (`{` is the caller's).
+    fn key(&mut self, name: &str) {
+        self.0.push(b',');
+        self.first_key(name);
+    }
+
+    fn first_key(&mut self, name: &str) {
+        write_str(&mut self.0, name);
+        self.0.push(b':');
+    }
+
+    fn str(&mut self, s: &str) {
+        write_str(&mut self.0, s);
+    }
+
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.str(s),
+            None => self.raw(b"null"),
+        }
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.raw(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    fn bool(&mut self, b: bool) {
+        self.raw(if b { b"true" } else { b"false" });
+    }
+
+    fn strings(&mut self, items: &[String]) {
+        self.0.push(b'[');
+        for (i, s) in items.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.str(s);
+        }
+        self.0.push(b']');
+    }
+
+    fn value(&mut self, value: &Value) {
+        match value {
+            Value::Null => self.raw(b"null"),
+            Value::Bool(b) => self.bool(*b),
+            Value::Number(n) => self.raw(n.as_str().as_bytes()),
+            Value::String(s) => self.str(s),
+            Value::Array(items) => {
+                self.0.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.0.push(b',');
+                    }
+                    self.value(item);
+                }
+                self.0.push(b']');
+            }
+            Value::Object(map) => self.map(map),
+        }
+    }
+
+    fn map(&mut self, map: &Map<String, Value>) {
+        self.0.push(b'{');
+        for (i, (k, v)) in map.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.first_key(k);
+            self.value(v);
+        }
+        self.0.push(b'}');
+    }
+
+    fn event(&mut self, e: &Event) {
+        self.raw(b"{");
+        self.first_key("version");
+        self.u64(u64::from(e.version));
+        self.key("id");
+        self.str(&e.id);
+        self.key("type");
+        self.str(e.payload.type_name());
+        self.key("data");
+        self.payload(&e.payload);
+        self.key("command");
+        self.str(&e.command);
+        self.key("before");
+        self.bool(e.before);
+        self.key("sdk_app_id");
+        self.u64(e.sdk_app_id);
+        self.key("official_account");
+        self.opt_str(e.official_account.as_deref());
+        self.key("operator_account");
+        self.opt_str(e.operator_account.as_deref());
+        self.key("event_time_ms");
+        self.u64(e.event_time_ms);
+        self.key("event_time_source");
+        self.str(match e.event_time_source {
+            TimeSource::Callback => "callback",
+            TimeSource::Received => "received",
+        });
+        self.key("event_time_unit");
+        self.opt_str(e.event_time_unit.map(|u| match u {
+            TimeUnit::Seconds => "s",
+            TimeUnit::Millis => "ms",
+        }));
+        self.key("event_time_unit_assumed");
+        self.bool(e.event_time_unit_assumed);
+        self.key("received_at_ms");
+        self.u64(e.received_at_ms);
+        self.key("client_ip");
+        self.opt_str(e.client_ip.as_deref());
+        self.key("platform");
+        self.opt_str(e.platform.as_deref());
+        self.key("extra");
+        self.map(&e.extra);
+        self.raw(b"}");
+    }
+
+    fn payload(&mut self, p: &Payload) {
+        match p {
+            Payload::BeforeCreate(l) | Payload::Created(l) | Payload::Destroyed(l) => {
+                self.lifecycle(l);
+            }
+            Payload::InfoChanged(InfoChanged { changes }) => {
+                self.raw(b"{");
+                self.first_key("changes");
+                self.raw(b"{");
+                let mut first = true;
+                for (name, value) in [
+                    ("name", &changes.name),
+                    ("introduction", &changes.introduction),
+                    ("face_url", &changes.face_url),
+                    ("organization", &changes.organization),
+                ] {
+                    if let Some(v) = value {
+                        if first {
+                            self.first_key(name);
+                        } else {
+                            self.key(name);
+                        }
+                        first = false;
+                        self.str(v);
+                    }
+                }
+                self.raw(b"}}");
+            }
+            Payload::BeforeSubscribe(SubscriberList { subscribers })
+            | Payload::Subscribed(SubscriberList { subscribers })
+            | Payload::Unsubscribed(SubscriberList { subscribers }) => {
+                self.raw(b"{");
+                self.first_key("subscribers");
+                self.strings(subscribers);
+                self.raw(b"}");
+            }
+            Payload::Full(_) => self.raw(b"{}"),
+            Payload::BeforeMessageSend(m) | Payload::MessageSent(m) => self.message(m),
+            Payload::MessagesWithdrawn(Withdrawn { message_keys }) => {
+                self.raw(b"{");
+                self.first_key("message_keys");
+                self.strings(message_keys);
+                self.raw(b"}");
+            }
+            Payload::Callback(c) => self.callback(c),
+        }
+    }
+
+    fn lifecycle(&mut self, l: &Lifecycle) {
+        self.raw(b"{");
+        self.first_key("owner_account");
+        self.opt_str(l.owner_account.as_deref());
+        self.key("name");
+        self.opt_str(l.name.as_deref());
+        self.raw(b"}");
+    }
+
+    fn message(&mut self, m: &Message) {
+        self.raw(b"{");
+        self.first_key("key");
+        self.opt_str(m.key.as_deref());
+        self.key("time_ms");
+        match m.time_ms {
+            Some(t) => self.u64(t),
+            None => self.raw(b"null"),
+        }
+        self.key("online_only");
+        self.bool(m.online_only);
+        self.key("body");
+        self.value(&m.body);
+        self.key("cloud_custom_data");
+        self.opt_str(m.cloud_custom_data.as_deref());
+        self.raw(b"}");
+    }
+
+    fn callback(&mut self, c: &Callback) {
+        self.raw(b"{");
+        self.first_key("family");
+        self.str(&c.family);
+        self.key("body");
+        self.map(&c.body);
+        if let Some(BatchItem { index, size, id }) = &c.batch {
+            self.key("batch");
+            self.raw(b"{");
+            self.first_key("index");
+            self.u64(u64::from(*index));
+            self.key("size");
+            self.u64(u64::from(*size));
+            if !id.is_empty() {
+                self.key("id");
+                self.str(id);
+            }
+            self.raw(b"}");
+        }
+        self.raw(b"}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn naive(bytes: &[u8]) -> bool {
+        bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for s in [
+            "",
+            "plain",
+            "exactly8",
+            "\"",
+            "a\\b",
+            "line\nfeed",
+            "\u{1f}\u{0}\u{7f}",
+            "中文 and 😀 and \u{2028}",
+            "sixteen bytes ok\t",
+            "0123456789abcdef0123456789abcde\"",
+        ] {
+            let mut ours = Vec::new();
+            write_str(&mut ours, s);
+            assert_eq!(ours, serde_json::to_vec(s).expect("serialize"), "{s:?}");
+        }
+    }
+
+    proptest! {
+        /// The word-at-a-time check finds exactly the bytes the byte loop finds.
+        #[test]
+        fn needs_escape_matches_the_byte_loop(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(needs_escape(&bytes), naive(&bytes));
+        }
+
+        #[test]
+        fn strings_match_serde_json(s in any::<String>()) {
+            let mut ours = Vec::new();
+            write_str(&mut ours, &s);
+            prop_assert_eq!(ours, serde_json::to_vec(&s).expect("serialize"));
+        }
+
+        /// Any JSON text, parsed and written again: the same bytes as serde_json's.
+        #[test]
+        fn values_match_serde_json(v in json_value()) {
+            let mut ours = Vec::new();
+            write_value(&mut ours, &v);
+            prop_assert_eq!(ours, serde_json::to_vec(&v).expect("serialize"));
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            prop_oneof![
+                Just("0"),
+                Just("-1"),
+                Just("1.5e3"),
+                Just("12345678901234567890123"),
+                Just("1E-7"),
+                Just("0.10")
+            ]
+            .prop_map(|n| serde_json::from_str::<Value>(n).expect("a number")),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}
