@@ -178,13 +178,24 @@ pub(super) fn usable_id(field: &'static str, value: &str) -> Result<(), BodyErro
             format!("{} bytes, more than {MAX_ID_BYTES}", value.len()),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if has_control(value) {
         return Err(BodyError::InvalidField(
             field,
             "holds a control character".to_owned(),
         ));
     }
     Ok(())
+}
+
+/// `true` when `s` holds a control character (`char::is_control`: C0,
+/// DEL, C1). ASCII text, which nearly every id and query value is, is
+/// checked byte by byte without decoding characters.
+pub(super) fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        s.chars().any(char::is_control)
+    }
 }
 
 /// Parses a body into its [`Envelope`].
@@ -367,6 +378,15 @@ mod tests {
         ) {
             let limits = JsonLimits { depth, values };
             proptest::prop_assert_eq!(json_over_limits(&body, limits), byte_by_byte(&body, limits));
+        }
+    }
+
+    #[test]
+    fn has_control_is_char_is_control() {
+        for c in (0u32..0x800).filter_map(char::from_u32) {
+            for s in [c.to_string(), format!("ab{c}cd"), format!("{c}\u{4e2d}")] {
+                assert_eq!(has_control(&s), s.chars().any(char::is_control), "{s:?}");
+            }
         }
     }
 

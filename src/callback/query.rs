@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use super::body::has_control;
+
 /// The parameters the bridge uses, decoded. Names are matched
 /// case-insensitively (`SdkAppid`, `SdkAppId` and `sdkappid` are one name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,7 +109,7 @@ impl CallbackQuery {
                 Ok(())
             }
         };
-        if query.bytes().any(|b| b == b'%' || b == b'+') {
+        if memchr::memchr2(b'%', b'+', query.as_bytes()).is_some() {
             for (key, value) in form_urlencoded::parse(query.as_bytes()) {
                 take(key, value)?;
             }
@@ -132,9 +134,7 @@ impl CallbackQuery {
             ("ClientIP", client_ip.as_ref()),
             ("OptPlatform", platform.as_ref()),
         ] {
-            if value
-                .is_some_and(|v| v.len() > MAX_QUERY_VALUE_BYTES || v.chars().any(char::is_control))
-            {
+            if value.is_some_and(|v| v.len() > MAX_QUERY_VALUE_BYTES || has_control(v)) {
                 return Err(QueryError::Unusable(name));
             }
         }
