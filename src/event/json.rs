@@ -103,10 +103,10 @@ fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
         let found = below(x, 0x20)
             | below(x ^ (ONES * u64::from(b'"')), 1)
             | below(x ^ (ONES * u64::from(b'\\')), 1);
-        if found != 0 {
-            if let Some(i) = chunk.iter().position(|&b| needs_escape(b)) {
-                return Some(at + i);
-            }
+        if found != 0
+            && let Some(i) = chunk.iter().position(|&b| needs_escape(b))
+        {
+            return Some(at + i);
         }
         at += 8;
     }

@@ -232,7 +232,12 @@ fn rebuild(stream: Stream, id: String, m: &BorrowedMessage<'_>) -> OutRecord {
         .headers()
         .map(|hs| {
             hs.iter()
-                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .map(|h| {
+                    (
+                        h.key.to_owned().into(),
+                        h.value.unwrap_or_default().to_vec(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -437,7 +442,7 @@ impl KafkaSink {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
             headers = headers.insert(Header {
-                key: key.as_str(),
+                key: key.as_ref(),
                 value: Some(value.as_slice()),
             });
         }

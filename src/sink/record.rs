@@ -3,6 +3,7 @@
 //! the builders that lay out an event's or a dead letter's record (key,
 //! CloudEvents headers, value).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,8 +25,9 @@ pub struct OutRecord {
     pub id: String,
     /// Record key.
     pub key: Option<String>,
-    /// Record headers.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Record headers: name and value. The bridge's own names are
+    /// constants, not allocated per record.
+    pub headers: Vec<(Cow<'static, str>, Vec<u8>)>,
     /// Record value.
     pub payload: Vec<u8>,
     /// Record timestamp (receive time), Unix milliseconds.
@@ -49,7 +51,7 @@ impl OutRecord {
     pub fn sdk_app_id(&self) -> Option<u64> {
         self.headers.iter().find_map(|(k, v)| {
             let v = std::str::from_utf8(v).ok()?;
-            match k.as_str() {
+            match k.as_ref() {
                 "ce_source" => v.strip_prefix("/tencent-cloud-chat/apps/")?.parse().ok(),
                 "bridge_sdk_app_id" => v.parse().ok(),
                 _ => None,
@@ -64,7 +66,7 @@ impl OutRecord {
 /// bridge headers, and why (`bridge_reason: record_too_large`). `None` when
 /// even an empty value would not fit.
 pub fn trimmed_dead_letter(record: &OutRecord, limit: usize, topic: Arc<str>) -> Option<OutRecord> {
-    let mut headers: Vec<(String, Vec<u8>)> = vec![
+    let mut headers: Vec<(Cow<'static, str>, Vec<u8>)> = vec![
         ("bridge_id".into(), record.id.as_bytes().to_vec()),
         ("bridge_reason".into(), b"record_too_large".to_vec()),
         (
@@ -74,7 +76,7 @@ pub fn trimmed_dead_letter(record: &OutRecord, limit: usize, topic: Arc<str>) ->
     ];
     for (k, v) in &record.headers {
         let keep = (k.starts_with("ce_") || k.starts_with("bridge_"))
-            && !matches!(k.as_str(), "bridge_id" | "bridge_reason" | "bridge_error");
+            && !matches!(k.as_ref(), "bridge_id" | "bridge_reason" | "bridge_error");
         if keep {
             headers.push((k.clone(), v.clone()));
         }
@@ -124,7 +126,7 @@ impl Records {
         }
     }
 
-    fn bridge_headers(&self, headers: &mut Vec<(String, Vec<u8>)>) {
+    fn bridge_headers(&self, headers: &mut Vec<(Cow<'static, str>, Vec<u8>)>) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         headers.push(("bridge_instance".into(), self.instance.as_bytes().to_vec()));
         headers.push(("bridge_seq".into(), seq.to_string().into_bytes()));
@@ -134,7 +136,7 @@ impl Records {
     /// headers, the event as JSON.
     pub fn event(&self, event: &Event, topic: Arc<str>, key: Option<String>) -> OutRecord {
         let payload = crate::event::json::to_vec(event);
-        let mut headers: Vec<(String, Vec<u8>)> = vec![
+        let mut headers: Vec<(Cow<'static, str>, Vec<u8>)> = vec![
             ("ce_specversion".into(), b"1.0".to_vec()),
             ("ce_id".into(), event.id.as_bytes().to_vec()),
             (
@@ -168,7 +170,7 @@ impl Records {
 
     /// The record for a dead letter: the raw body, the reason in headers.
     pub fn dead_letter(&self, dl: &DeadLetter, topic: Arc<str>) -> OutRecord {
-        let mut headers: Vec<(String, Vec<u8>)> = vec![
+        let mut headers: Vec<(Cow<'static, str>, Vec<u8>)> = vec![
             ("bridge_id".into(), dl.id.as_bytes().to_vec()),
             ("bridge_reason".into(), dl.reason.as_bytes().to_vec()),
             ("bridge_error".into(), dl.error.as_bytes().to_vec()),

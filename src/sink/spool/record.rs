@@ -147,7 +147,7 @@ pub fn decode(payload: &[u8]) -> Option<OutRecord> {
     for _ in 0..n {
         let k = String::from_utf8(r.bytes16()?.to_vec()).ok()?;
         let v = r.bytes32()?.to_vec();
-        headers.push((k, v));
+        headers.push((k.into(), v));
     }
     let payload = r.bytes32()?.to_vec();
     if !r.0.is_empty() {
