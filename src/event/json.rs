@@ -110,7 +110,17 @@ fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
         }
         at += 8;
     }
+    // The last bytes, padded with spaces (which need no escape) to a word.
     let tail = chunks.remainder();
+    let mut word = [b' '; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    let x = u64::from_le_bytes(word);
+    let found = below(x, 0x20)
+        | below(x ^ (ONES * u64::from(b'"')), 1)
+        | below(x ^ (ONES * u64::from(b'\\')), 1);
+    if found == 0 {
+        return None;
+    }
     tail.iter().position(|&b| needs_escape(b)).map(|i| at + i)
 }
 
@@ -123,15 +133,19 @@ impl Writer {
         self.0.extend_from_slice(bytes);
     }
 
-    /// `"name":` after the first field of an object (`{` is the caller's).
-    fn key(&mut self, name: &str) {
+    /// `,"name":`, a field of ours after the first of its object.
+    fn key(&mut self, name: &'static str) {
         self.0.push(b',');
         self.first_key(name);
     }
 
-    fn first_key(&mut self, name: &str) {
-        write_str(&mut self.0, name);
-        self.0.push(b':');
+    /// `"name":`, a field of ours (`{` is the caller's). Our field names
+    /// are lower-case ASCII identifiers: nothing to escape.
+    fn first_key(&mut self, name: &'static str) {
+        debug_assert!(next_escape(name.as_bytes(), 0).is_none(), "{name}");
+        self.0.push(b'"');
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
     }
 
     fn str(&mut self, s: &str) {
@@ -190,7 +204,8 @@ impl Writer {
             if i > 0 {
                 self.0.push(b',');
             }
-            self.first_key(k);
+            write_str(&mut self.0, k);
+            self.0.push(b':');
             self.value(v);
         }
         self.0.push(b'}');
