@@ -14,9 +14,11 @@
 # A directory is complete only when its `.complete` marker exists, so an
 # interrupted build is redone, never half-used.
 #
-# Usage: deploy/cluster/binaries.sh [--api-only]
+# Usage: deploy/cluster/binaries.sh [--api-only | --helm-only]
 #   --api-only  build only what the API-server step needs (etcd, helm,
 #               kube-apiserver, the CRDs); the node binaries are built later.
+#   --helm-only build only helm (.ci/chart's lint and template use this one,
+#               so a cold machine builds helm once).
 # Prints, per tool, whether it was cold (built) or warm (reused) and how long
 # that took. Go builds run under `nice -n 19`.
 set -euo pipefail
@@ -25,8 +27,11 @@ set -euo pipefail
 . "$(dirname "$0")/versions.sh"
 CACHE=$CKB_CI_CACHE
 
-api_only=0
-[ "${1:-}" = "--api-only" ] && api_only=1
+api_only=0 helm_only=0
+case "${1:-}" in
+  --api-only) api_only=1 ;;
+  --helm-only) helm_only=1 ;;
+esac
 
 export GOWORK=off GOFLAGS=-mod=mod GOTOOLCHAIN=local
 command -v go >/dev/null || { echo "binaries.sh: needs Go (go.dev/dl or Debian's golang-go >= the Kubernetes module's go line)" >&2; exit 1; }
@@ -97,18 +102,6 @@ build_k8s() {
   publish "$stage" "$dir"
 }
 
-# --- etcd -----------------------------------------------------------------
-dir="$CACHE/etcd-$ETCD_VERSION"; t0=$(date +%s)
-if [ -f "$dir/.complete" ]; then state=warm; else
-  state=cold
-  mkdir -p "$work/etcd/out"
-  (cd "$work/etcd" && go mod init ckb-etcd-build >/dev/null 2>&1 \
-    && nice -n 19 go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null \
-    && CGO_ENABLED=0 nice -n 19 go build -trimpath -ldflags "-s -w" -o out/etcd go.etcd.io/etcd/server/v3)
-  publish "$work/etcd/out" "$dir"
-fi
-report "etcd $ETCD_VERSION" "$state" $(( $(date +%s) - t0 )) "$("$dir/etcd" --version | sed -n 1p)"
-
 # --- helm -----------------------------------------------------------------
 dir="$CACHE/helm-$HELM_VERSION"; t0=$(date +%s)
 if [ -f "$dir/.complete" ]; then state=warm; else
@@ -123,6 +116,20 @@ if [ -f "$dir/.complete" ]; then state=warm; else
   publish "$work/helm" "$dir"
 fi
 report "helm $HELM_VERSION" "$state" $(( $(date +%s) - t0 )) "$("$dir/helm" version --short)"
+
+[ "$helm_only" = 1 ] && exit 0
+
+# --- etcd -----------------------------------------------------------------
+dir="$CACHE/etcd-$ETCD_VERSION"; t0=$(date +%s)
+if [ -f "$dir/.complete" ]; then state=warm; else
+  state=cold
+  mkdir -p "$work/etcd/out"
+  (cd "$work/etcd" && go mod init ckb-etcd-build >/dev/null 2>&1 \
+    && nice -n 19 go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null \
+    && CGO_ENABLED=0 nice -n 19 go build -trimpath -ldflags "-s -w" -o out/etcd go.etcd.io/etcd/server/v3)
+  publish "$work/etcd/out" "$dir"
+fi
+report "etcd $ETCD_VERSION" "$state" $(( $(date +%s) - t0 )) "$("$dir/etcd" --version | sed -n 1p)"
 
 # --- prometheus-operator CRDs (YAML from the Go module) ----------------------
 dir="$CACHE/prometheus-operator-crds-$PROM_OPERATOR_VERSION"; t0=$(date +%s)

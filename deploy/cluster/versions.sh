@@ -1,6 +1,6 @@
 # Versions of what deploy/cluster/binaries.sh builds from the Go module proxy
-# and deploy/cluster/test.sh runs; sourced by both. The cache directories are
-# keyed by them.
+# and deploy/cluster/test.sh runs (helm also .ci/chart); sourced by all three.
+# The cache directories are keyed by them.
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.22.0
