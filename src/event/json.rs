@@ -93,17 +93,20 @@ fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
     fn below(x: u64, n: u8) -> u64 {
         x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
     }
+    let word_has_escape = |word: [u8; 8]| {
+        let x = u64::from_le_bytes(word);
+        below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1)
+            != 0
+    };
     let rest = bytes.get(from..)?;
     let mut chunks = rest.chunks_exact(8);
     let mut at = from;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let found = below(x, 0x20)
-            | below(x ^ (ONES * u64::from(b'"')), 1)
-            | below(x ^ (ONES * u64::from(b'\\')), 1);
-        if found != 0
+        if word_has_escape(word)
             && let Some(i) = chunk.iter().position(|&b| needs_escape(b))
         {
             return Some(at + i);
@@ -114,11 +117,7 @@ fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
     let tail = chunks.remainder();
     let mut word = [b' '; 8];
     word[..tail.len()].copy_from_slice(tail);
-    let x = u64::from_le_bytes(word);
-    let found = below(x, 0x20)
-        | below(x ^ (ONES * u64::from(b'"')), 1)
-        | below(x ^ (ONES * u64::from(b'\\')), 1);
-    if found == 0 {
+    if !word_has_escape(word) {
         return None;
     }
     tail.iter().position(|&b| needs_escape(b)).map(|i| at + i)
