@@ -346,6 +346,9 @@ impl Run {
             for (line, met) in self.targets() {
                 println!("  {} {line}", if met { "PASS" } else { "FAIL" });
             }
+            for line in self.floor_tail() {
+                println!("  {line}");
+            }
         }
         println!(
             "\nVerification (every callback answered OK is in Kafka exactly once, by event id):"
@@ -447,6 +450,34 @@ impl Run {
         out
     }
 
+    /// The floor's own tail at the rate of the latency targets, judged by
+    /// the same bounds: not a target (the floor is the yardstick), but what
+    /// tells the job's tail on this machine from the bridge's.
+    fn floor_tail(&self) -> Vec<String> {
+        let (Some(floor), Some(bare)) = (
+            self.open_row("floor", "(50%)"),
+            self.open_row("bare hyper", "(50%)"),
+        ) else {
+            return Vec::new();
+        };
+        let q = |r: &Row, q: f64| r.outcome.latency.value_at_quantile(q);
+        [(0.99, "p99", 500), (0.999, "p99.9", 2000)]
+            .into_iter()
+            .map(|(quantile, label, margin_us)| {
+                let (mine, base) = (q(floor, quantile), q(bare, quantile));
+                format!(
+                    "(the floor at that rate, for reference: {label} {}, {} the same bound)",
+                    ms(mine),
+                    if mine <= base + margin_us {
+                        "within"
+                    } else {
+                        "outside"
+                    }
+                )
+            })
+            .collect()
+    }
+
     /// Writes the run as JSON to `dir/<unix time>.json` and `dir/latest.json`.
     pub fn write_json(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
@@ -482,6 +513,7 @@ impl Run {
                 "cpu_to_floor": self.cpu_us(name).zip(self.cpu_us("floor")).map(|(a, b)| a / b),
             })).collect::<Vec<_>>(),
             "targets": self.targets().into_iter().map(|(t, met)| json!({"target": t, "met": met})).collect::<Vec<_>>(),
+            "floor_tail": self.floor_tail(),
             "verification": self.verdicts.iter().map(|(name, v)| json!({
                 "server": name,
                 "acked": v.acked,
