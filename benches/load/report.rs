@@ -403,23 +403,17 @@ impl Run {
                 b / f <= 1.15,
             ));
         }
-        if let (Some(row), Some(bare)) = (
-            self.open_row("bridge enqueued", "(50%)"),
-            self.open_row("bare hyper", "(50%)"),
-        ) {
-            let q = |r: &Row, q: f64| r.outcome.latency.value_at_quantile(q);
-            for (quantile, label, margin_us) in [(0.99, "p99", 500), (0.999, "p99.9", 2000)] {
-                let (mine, base) = (q(row, quantile), q(bare, quantile));
-                out.push((
-                    format!(
-                        "bridge enqueued at half its max rate: {label} {} ≤ bare hyper's {} + {:.1} ms",
-                        ms(mine),
-                        ms(base),
-                        margin_us as f64 / 1000.0
-                    ),
-                    mine <= base + margin_us,
-                ));
-            }
+        for t in self.tail_at_half_rate("bridge enqueued") {
+            out.push((
+                format!(
+                    "bridge enqueued at half its max rate: {} {} ≤ bare hyper's {} + {:.1} ms",
+                    t.label,
+                    ms(t.mine),
+                    ms(t.bare),
+                    t.margin_us as f64 / 1000.0
+                ),
+                t.met(),
+            ));
         }
         for name in self
             .server_names()
@@ -454,8 +448,24 @@ impl Run {
     /// the same bounds: not a target (the floor is the yardstick), but what
     /// tells the job's tail on this machine from the bridge's.
     fn floor_tail(&self) -> Vec<String> {
-        let (Some(floor), Some(bare)) = (
-            self.open_row("floor", "(50%)"),
+        self.tail_at_half_rate("floor")
+            .into_iter()
+            .map(|t| {
+                format!(
+                    "(the floor at that rate, for reference: {} {}, {} the same bound)",
+                    t.label,
+                    ms(t.mine),
+                    if t.met() { "within" } else { "outside" }
+                )
+            })
+            .collect()
+    }
+
+    /// `target`'s p99 and p99.9 in the open-loop phase at half the rate,
+    /// beside bare hyper's in the same phase and the latency targets' margins.
+    fn tail_at_half_rate(&self, target: &str) -> Vec<Tail> {
+        let (Some(row), Some(bare)) = (
+            self.open_row(target, "(50%)"),
             self.open_row("bare hyper", "(50%)"),
         ) else {
             return Vec::new();
@@ -463,17 +473,11 @@ impl Run {
         let q = |r: &Row, q: f64| r.outcome.latency.value_at_quantile(q);
         [(0.99, "p99", 500), (0.999, "p99.9", 2000)]
             .into_iter()
-            .map(|(quantile, label, margin_us)| {
-                let (mine, base) = (q(floor, quantile), q(bare, quantile));
-                format!(
-                    "(the floor at that rate, for reference: {label} {}, {} the same bound)",
-                    ms(mine),
-                    if mine <= base + margin_us {
-                        "within"
-                    } else {
-                        "outside"
-                    }
-                )
+            .map(|(quantile, label, margin_us)| Tail {
+                label,
+                mine: q(row, quantile),
+                bare: q(bare, quantile),
+                margin_us,
             })
             .collect()
     }
@@ -566,4 +570,19 @@ fn cpu_model() -> String {
         .find_map(|l| l.strip_prefix("model name"))
         .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
         .unwrap_or_default()
+}
+
+/// One quantile of a server's latency against bare hyper's (µs).
+struct Tail {
+    label: &'static str,
+    mine: u64,
+    bare: u64,
+    margin_us: u64,
+}
+
+impl Tail {
+    /// Within bare hyper's latency plus the margin.
+    fn met(&self) -> bool {
+        self.mine <= self.bare + self.margin_us
+    }
 }
