@@ -146,12 +146,12 @@ impl Records {
                 "ce_source".into(),
                 joined(
                     "/tencent-cloud-chat/apps/",
-                    &[itoa::Buffer::new().format(event.sdk_app_id)],
+                    itoa::Buffer::new().format(event.sdk_app_id),
                 ),
             ),
             (
                 "ce_type".into(),
-                joined("com.tencentcloud.chat.", &[event.payload.type_name()]),
+                joined("com.tencentcloud.chat.", event.payload.type_name()),
             ),
             (
                 "ce_time".into(),
@@ -210,15 +210,12 @@ impl Records {
     }
 }
 
-/// `prefix` and `parts`, in one allocation of the right size (`format!`
+/// `prefix` then `rest`, in one allocation of the right size (`format!`
 /// costs several times more per record).
-fn joined(prefix: &str, parts: &[&str]) -> Vec<u8> {
-    let len = prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(len);
+fn joined(prefix: &str, rest: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + rest.len());
     out.extend_from_slice(prefix.as_bytes());
-    for p in parts {
-        out.extend_from_slice(p.as_bytes());
-    }
+    out.extend_from_slice(rest.as_bytes());
     out
 }
 
