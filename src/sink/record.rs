@@ -12,6 +12,10 @@ use crate::clock::rfc3339_ms;
 use crate::event::{DeadLetter, Event};
 use crate::metrics::Stream;
 
+/// An event's `ce_source` header before its app id: written by
+/// [`Records::event`], read back by [`OutRecord::sdk_app_id`].
+const CE_SOURCE_PREFIX: &str = "/tencent-cloud-chat/apps/";
+
 /// A Kafka record as the bridge builds it, independent of librdkafka: what
 /// is sent, spooled and replayed (byte for byte the same).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +56,7 @@ impl OutRecord {
         self.headers.iter().find_map(|(k, v)| {
             let v = std::str::from_utf8(v).ok()?;
             match k.as_ref() {
-                "ce_source" => v.strip_prefix("/tencent-cloud-chat/apps/")?.parse().ok(),
+                "ce_source" => v.strip_prefix(CE_SOURCE_PREFIX)?.parse().ok(),
                 "bridge_sdk_app_id" => v.parse().ok(),
                 _ => None,
             }
@@ -145,7 +149,7 @@ impl Records {
             (
                 "ce_source".into(),
                 joined(
-                    "/tencent-cloud-chat/apps/",
+                    CE_SOURCE_PREFIX,
                     itoa::Buffer::new().format(event.sdk_app_id),
                 ),
             ),
